@@ -1,0 +1,33 @@
+/**
+ * Bun: `Bun.serve({ reusePort: true })`. Never node:http, whose reusePort Bun drops
+ * (oven-sh/bun#43690). Entry of `bun run start`.
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { main } from "../src/main.ts";
+import { SHARD_STDIO } from "../src/protocol.ts";
+import { ListenError, type Runtime } from "../src/types.ts";
+
+const entry = fileURLToPath(import.meta.url);
+
+export const bun: Runtime = {
+  name: "bun",
+  version: Bun.version,
+  spawnShard: (env) => spawn(process.execPath, [entry], { stdio: SHARD_STDIO, env }),
+  async listen({ port, host, fetch }) {
+    let server: Bun.Server<undefined>;
+    try {
+      server = Bun.serve({ port, hostname: host, reusePort: true, fetch });
+    } catch (error) {
+      const { message, code } = error as Error & { code?: string };
+      throw new ListenError(message, code ?? "EUNKNOWN");
+    }
+    return {
+      close: () => server.stop(),
+      closeAll: () => void server.stop(true),
+    };
+  },
+};
+
+if (import.meta.main) await main(bun, fileURLToPath(new URL("../src/app.ts", import.meta.url)));

@@ -1,0 +1,62 @@
+/**
+ * Deno: `Deno.serve({ reusePort: true })`, which needs `--unstable-net`. Shards get only the
+ * permissions they need (never -A). Entry of `deno task start`.
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { main } from "../src/main.ts";
+import { SHARD_STDIO } from "../src/protocol.ts";
+import { ListenError, type Runtime, type ShardAccess } from "../src/types.ts";
+
+const entry = fileURLToPath(import.meta.url);
+const root = dirname(dirname(entry));
+
+/** Deno's error classes → the errno codes the launcher reports. */
+const CODES: Record<string, string> = {
+  AddrInUse: "EADDRINUSE",
+  AddrNotAvailable: "EADDRNOTAVAIL",
+  PermissionDenied: "EACCES",
+  NotCapable: "EACCES",
+};
+
+/** Listen on host:port, read the project and the app's folder, read the environment. */
+function permissions({ host, port, app }: ShardAccess): string[] {
+  const extra = (process.env.SHARDPORT_DENO_FLAGS ?? "").split(/\s+/).filter(Boolean);
+  return [
+    `--allow-net=${host.includes(":") ? `[${host}]` : host}:${port}`,
+    `--allow-read=${root},${dirname(app)}`,
+    "--allow-env",
+    ...extra,
+  ];
+}
+
+export const deno: Runtime = {
+  name: "deno",
+  version: Deno.version.deno,
+  spawnShard: (env, access) =>
+    spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), entry], {
+      stdio: SHARD_STDIO,
+      env,
+    }),
+  async listen({ port, host, fetch }) {
+    const abort = new AbortController();
+    let server: Deno.HttpServer;
+    try {
+      server = Deno.serve(
+        { port, hostname: host, reusePort: true, signal: abort.signal, onListen: () => {} },
+        fetch as Deno.ServeHandler,
+      );
+    } catch (error) {
+      const { message, name } = error as Error;
+      throw new ListenError(message, CODES[name] ?? "EUNKNOWN");
+    }
+    return {
+      close: () => server.shutdown(),
+      closeAll: () => abort.abort(),
+    };
+  },
+};
+
+if (import.meta.main) await main(deno, `${root}/src/app.ts`);

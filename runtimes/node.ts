@@ -1,0 +1,73 @@
+/**
+ * Node: @hono/node-server's `createAdaptorServer`, then `listen({ reusePort: true })` (its
+ * `serve()` cannot pass reusePort). Node < 22.12 (and 23.0) ignores the option, so there the
+ * shards fall back to node:cluster. Bundled to dist/node.js, the entry of `node dist/node.js`.
+ * @module
+ */
+import { spawn } from "node:child_process";
+import cluster from "node:cluster";
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { createAdaptorServer } from "@hono/node-server";
+import { main } from "../src/main.ts";
+import { SHARD_STDIO } from "../src/protocol.ts";
+import { ListenError, type Runtime } from "../src/types.ts";
+
+const entry = fileURLToPath(import.meta.url);
+
+/** listen({ reusePort }) arrived in Node 23.1 and 22.12. */
+function hasReusePort(version: string): boolean {
+  const [major, minor] = version.split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+const version = process.versions.node;
+
+export const node: Runtime = {
+  name: "node",
+  version,
+  reusePortGap: hasReusePort(version)
+    ? undefined
+    : `Node ${version} silently ignores listen({ reusePort }) (it needs 22.12+ or 23.1+)`,
+  spawnShard(env) {
+    if (this.reusePortGap) {
+      cluster.setupPrimary({ exec: entry, stdio: SHARD_STDIO });
+      return cluster.fork(env).process;
+    }
+    return spawn(process.execPath, [...process.execArgv, entry], { stdio: SHARD_STDIO, env });
+  },
+  async listen({ port, host, fetch }) {
+    const server = createAdaptorServer({ fetch });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ port, host, reusePort: true }, resolve);
+      });
+    } catch (error) {
+      const { message, code } = error as NodeJS.ErrnoException;
+      throw new ListenError(message, code ?? "EUNKNOWN");
+    }
+    const http = server as import("node:http").Server;
+    return {
+      close: () =>
+        new Promise<void>((resolve) => {
+          http.close(() => resolve());
+          http.closeIdleConnections();
+        }),
+      closeAll: () => http.closeAllConnections(),
+    };
+  },
+  async loadTypeScript() {
+    // Node 22.18+ strips types itself; older ones need tsx's loader.
+    if ((process.features as { typescript?: unknown }).typescript) return;
+    const { register } = await import("tsx/esm/api");
+    register();
+  },
+};
+
+const isEntry = process.argv[1] !== undefined && realpathSync(process.argv[1]) === entry;
+// Bundled, the demo app sits beside dist/node.js as app.js; from source it is src/app.ts.
+const defaultApp = fileURLToPath(
+  new URL(entry.endsWith(".js") ? "./app.js" : "../src/app.ts", import.meta.url),
+);
+if (isEntry) await main(node, defaultApp);

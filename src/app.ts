@@ -1,0 +1,17 @@
+/**
+ * The demo app: says which shard answered. Any module whose default export has `fetch` can
+ * take its place (`--app`), unchanged on Bun, Deno and Node.
+ * @module
+ */
+
+import process from "node:process";
+import { Hono } from "hono";
+import { currentShard, runtimeName } from "./shard-info.ts";
+
+const shard = currentShard()?.index ?? 0;
+const runtime = runtimeName();
+
+const app = new Hono();
+app.get("/", (c) => c.text(`Hello from PID ${process.pid} (shard ${shard}, ${runtime})\n`));
+
+export default app;

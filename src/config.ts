@@ -1,0 +1,139 @@
+/**
+ * Command line and environment → a validated Config. Every problem is a UsageError whose message
+ * is the one line the launcher prints before it exits 2.
+ * @module
+ */
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { defaultShardCount } from "./cpus.ts";
+
+export const MAX_SHARDS = 1024;
+
+export interface Config {
+  shards: number;
+  port: number;
+  host: string;
+  /** Absolute path of the user's app module. */
+  app: string;
+  /** Exit 1 instead of falling back when SO_REUSEPORT cannot be used. */
+  strict: boolean;
+  /** How long a shard may take to finish in-flight requests before they are cut. */
+  drainTimeoutMs: number;
+  /** How long a new shard may take to load the app and listen. */
+  readyTimeoutMs: number;
+  help: boolean;
+}
+
+export class UsageError extends Error {}
+
+export const USAGE = `Usage: shardport [options] [app-module]
+
+Serves the app module's default export (a Hono app or any { fetch }) from N processes that
+share one port with SO_REUSEPORT; the Linux kernel spreads connections between them.
+
+  bun run start -- [options] [app]     deno task start [options] [app]     node dist/node.js [options] [app]
+
+Options (flags beat environment variables):
+  --shards N           shards to start, 1-${MAX_SHARDS} (env SHARDS; default: CPUs this process may use)
+  --port N             TCP port, 1-65535 (env PORT; default 8080)
+  --host H             address to bind (env HOST; default 127.0.0.1)
+  --app PATH           the app module (or give it as the argument; default: the demo app)
+  --drain-timeout MS   time a stopping shard has to finish its requests (default 10000)
+  --ready-timeout MS   time a new shard has to load and listen (default 10000)
+  --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
+  -h, --help           print this and exit 0
+
+Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start);
+2 bad command line or app module.`;
+
+const VALUE_FLAGS = ["shards", "port", "host", "app", "drain-timeout", "ready-timeout"];
+
+function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
+  const value = /^\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
+  if (!(value >= min && value <= max)) {
+    throw new UsageError(`${name} must be an integer from ${min} to ${max}, got '${raw}'${hint}`);
+  }
+  return value;
+}
+
+/** Lets `--shards -1` reach validation as a value instead of failing as an unknown flag. */
+function joinNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i].slice(2);
+    if (args[i].startsWith("--") && VALUE_FLAGS.includes(flag) && /^-\d/.test(args[i + 1] ?? "")) {
+      out.push(`${args[i]}=${args[++i]}`);
+    } else out.push(args[i]);
+  }
+  return out;
+}
+
+export function parseConfig(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  defaultApp: string,
+): Config {
+  let parsed: ReturnType<typeof parse>;
+  const parse = (args: string[]) =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        shards: { type: "string" },
+        port: { type: "string" },
+        host: { type: "string" },
+        app: { type: "string" },
+        "drain-timeout": { type: "string" },
+        "ready-timeout": { type: "string" },
+        strict: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  try {
+    parsed = parse(joinNegativeValues(argv));
+  } catch (error) {
+    const message = (error as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(message);
+    if (unknown) throw new UsageError(`unknown flag ${unknown[1]} (see --help)`);
+    throw new UsageError(message.split("\n")[0]);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length > 1) {
+    throw new UsageError(`one app module expected, got ${positionals.length}: ${positionals.join(" ")}`);
+  }
+  if (positionals.length === 1 && values.app !== undefined) {
+    throw new UsageError(`give the app module once: --app ${values.app} or ${positionals[0]}`);
+  }
+  const pick = (flag: string | undefined, envName: string) =>
+    flag !== undefined
+      ? { name: `--${envName.toLowerCase()}`, raw: flag }
+      : env[envName] !== undefined && env[envName] !== ""
+        ? { name: envName, raw: env[envName] as string }
+        : undefined;
+
+  const shardsIn = pick(values.shards, "SHARDS");
+  const portIn = pick(values.port, "PORT");
+  const hostIn = pick(values.host, "HOST");
+  const host = hostIn?.raw.trim() ?? "127.0.0.1";
+  if (host === "") throw new UsageError(`${hostIn?.name} must not be empty`);
+  const app = values.app ?? positionals[0];
+  return {
+    shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(),
+    port: portIn
+      ? integer(
+          portIn.name,
+          portIn.raw,
+          1,
+          65535,
+          portIn.raw.trim() === "0" ? " (port 0 would give every shard a different random port)" : "",
+        )
+      : 8080,
+    host,
+    app: app === undefined ? defaultApp : resolve(app),
+    strict: values.strict ?? false,
+    drainTimeoutMs: integer("--drain-timeout", values["drain-timeout"] ?? "10000", 0, 3_600_000),
+    readyTimeoutMs: integer("--ready-timeout", values["ready-timeout"] ?? "10000", 1, 3_600_000),
+    help: values.help ?? false,
+  };
+}

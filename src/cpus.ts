@@ -1,0 +1,54 @@
+/**
+ * The default shard count: the CPUs this process may really use. A container's CPU quota
+ * (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`) wins over the affinity mask, which wins over
+ * the machine's CPU count: starting more shards than the quota allows only adds contention.
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+
+/** Root of the cgroup file system; tests point it at fake cgroup files. */
+const cgroupRoot = () => process.env.SHARDPORT_CGROUP_ROOT ?? "/sys/fs/cgroup";
+
+function read(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPUs allowed by the tightest quota on this process's cgroup path, or undefined if none. */
+export function cgroupCpuLimit(): number | undefined {
+  const root = cgroupRoot();
+  const self = read(process.env.SHARDPORT_PROC_CGROUP ?? "/proc/self/cgroup") ?? "";
+  let limit: number | undefined;
+  const consider = (quota: number, period: number) => {
+    if (quota > 0 && period > 0) limit = Math.min(limit ?? Infinity, quota / period);
+  };
+  for (const line of self.split("\n")) {
+    const [id, controllers, path] = line.split(":");
+    if (path === undefined) continue;
+    // Walk from the process's own cgroup up to the root: every ancestor's quota applies.
+    const parts = path.split("/").filter(Boolean);
+    for (let depth = parts.length; depth >= 0; depth--) {
+      const dir = parts.slice(0, depth).join("/");
+      if (id === "0" && controllers === "") {
+        const max = read(`${root}/${dir}/cpu.max`)?.split(/\s+/);
+        if (max && max[0] !== "max") consider(Number(max[0]), Number(max[1] ?? 100000));
+      } else if (controllers?.split(",").includes("cpu")) {
+        const base = `${root}/cpu,cpuacct/${dir}`;
+        const v1 = read(`${base}/cpu.cfs_quota_us`) ? base : `${root}/cpu/${dir}`;
+        consider(Number(read(`${v1}/cpu.cfs_quota_us`)), Number(read(`${v1}/cpu.cfs_period_us`)));
+      }
+    }
+  }
+  return limit;
+}
+
+/** How many shards to start when neither --shards nor SHARDS says. */
+export function defaultShardCount(): number {
+  const quota = cgroupCpuLimit();
+  const usable = availableParallelism();
+  return Math.max(1, Math.min(usable, quota === undefined ? usable : Math.ceil(quota)));
+}

@@ -1,0 +1,271 @@
+/**
+ * The launcher's side of the shards: start N and wait for each handshake, restart one that dies,
+ * replace them all one by one on reload, drain them all on stop. Runtime-neutral: the runtime
+ * adapter only says how to spawn a shard.
+ * @module
+ */
+import type { ChildProcess } from "node:child_process";
+import type { Config } from "./config.ts";
+import { log } from "./log.ts";
+import { isShardMessage, type LauncherMessage, SHARD_ENV, type ShardSpec } from "./protocol.ts";
+import type { Runtime } from "./types.ts";
+
+/** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
+export class ShardStartError extends Error {
+  readonly index: number;
+  readonly code?: string;
+  constructor(index: number, message: string, code?: string) {
+    super(message);
+    this.index = index;
+    this.code = code;
+  }
+}
+
+/** First restart delay; doubles per crash in a row, up to RESTART_DELAY_MAX_MS. */
+export const RESTART_DELAY_MS = 100;
+export const RESTART_DELAY_MAX_MS = 5000;
+/** A shard that stayed ready this long has its crash count forgotten. */
+export const STABLE_AFTER_MS = 3000;
+/** Start-up failures in a row after which a slot is given up. */
+export const MAX_START_FAILURES = 5;
+
+type State = "starting" | "ready" | "draining" | "exited";
+
+const describeExit = (code: number | null, signal: string | null) =>
+  signal ? `killed by ${signal}` : `exit code ${code}`;
+
+/** One shard process, from spawn to exit. */
+class Shard {
+  state: State = "starting";
+  readyAt = 0;
+  exitReason = "";
+  readonly index: number;
+  readonly child: ChildProcess;
+  readonly ready: Promise<void>;
+  readonly exited: Promise<void>;
+
+  constructor(index: number, child: ChildProcess, readyTimeoutMs: number) {
+    this.index = index;
+    this.child = child;
+    this.exited = new Promise((resolve) => {
+      const exited = (reason: string) => {
+        this.state = "exited";
+        this.exitReason = reason;
+        resolve();
+      };
+      child.once("exit", (code, signal) => exited(describeExit(code, signal)));
+      // A process that could not be spawned emits only "error".
+      child.once("error", (error) => child.pid === undefined && exited(error.message));
+    });
+    this.ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new ShardStartError(index, `shard ${index} was not ready within ${readyTimeoutMs} ms`));
+        this.kill();
+      }, readyTimeoutMs);
+      child.on("message", (message) => {
+        if (!isShardMessage(message)) return;
+        clearTimeout(timer);
+        if (message.type === "ready") {
+          if (this.state === "starting") this.state = "ready";
+          this.readyAt = Date.now();
+          resolve();
+        } else {
+          reject(
+            new ShardStartError(index, `shard ${index} failed to start: ${message.message}`, message.code),
+          );
+        }
+      });
+      child.on("error", (error) => {
+        clearTimeout(timer);
+        reject(new ShardStartError(index, `shard ${index} could not be started: ${error.message}`));
+      });
+      this.exited.then(() => {
+        clearTimeout(timer);
+        reject(new ShardStartError(index, `shard ${index} exited before it was ready (${this.exitReason})`));
+      });
+    });
+    this.ready.catch(() => {});
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Asks the shard to stop accepting and finish its requests; it exits by itself. */
+  drain(): void {
+    if (this.state === "exited") return;
+    this.state = "draining";
+    if (this.child.connected) this.child.send({ type: "drain" } satisfies LauncherMessage);
+    else this.child.kill("SIGTERM");
+  }
+
+  kill(): void {
+    if (this.state !== "exited") this.child.kill("SIGKILL");
+  }
+}
+
+export class Supervisor {
+  private readonly slots: (Shard | undefined)[];
+  private readonly retiring = new Set<Shard>();
+  private readonly crashes: number[];
+  private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
+  private generation = 0;
+  /** Set once every shard of the first start is ready: crashes before that fail the start. */
+  private serving = false;
+  private stopping = false;
+  private reloadChain: Promise<void> = Promise.resolve();
+  private reloadQueued = false;
+
+  private readonly runtime: Runtime;
+  private readonly config: Config;
+  /** Called when no shard is left and none will come back. */
+  private readonly onGiveUp: (reason: string) => void;
+
+  constructor(runtime: Runtime, config: Config, onGiveUp: (reason: string) => void) {
+    this.runtime = runtime;
+    this.config = config;
+    this.onGiveUp = onGiveUp;
+    this.slots = new Array(config.shards).fill(undefined);
+    this.crashes = new Array(config.shards).fill(0);
+    this.restartTimers = new Array(config.shards).fill(undefined);
+  }
+
+  private spawn(index: number, generation: number): Shard {
+    const { host, port, app, drainTimeoutMs } = this.config;
+    const spec: ShardSpec = { index, generation, host, port, app, drainTimeoutMs };
+    const child = this.runtime.spawnShard(
+      { ...process.env, [SHARD_ENV]: JSON.stringify(spec) },
+      { host, port, app },
+    );
+    const shard = new Shard(index, child, this.config.readyTimeoutMs);
+    shard.exited.then(() => this.onExit(shard));
+    return shard;
+  }
+
+  /** Starts every shard; resolves once all are listening, or stops them all and throws. */
+  async start(): Promise<void> {
+    const shards = this.slots.map((_, index) => this.spawn(index, this.generation));
+    shards.forEach((shard, index) => {
+      this.slots[index] = shard;
+    });
+    const results = await Promise.allSettled(shards.map((shard) => shard.ready));
+    const failure = results.find((result) => result.status === "rejected");
+    if (failure) {
+      this.stopping = true;
+      for (const shard of shards) shard.kill();
+      await Promise.all(shards.map((shard) => shard.exited));
+      throw failure.reason;
+    }
+    this.serving = true;
+  }
+
+  pids(): number[] {
+    return this.slots.flatMap((shard) => (shard?.pid ? [shard.pid] : []));
+  }
+
+  private onExit(shard: Shard): void {
+    this.retiring.delete(shard);
+    if (!this.serving || this.stopping || this.slots[shard.index] !== shard) return;
+    const { index } = shard;
+    this.slots[index] = undefined;
+    const wasReady = shard.readyAt > 0;
+    if (wasReady && Date.now() - shard.readyAt >= STABLE_AFTER_MS) this.crashes[index] = 0;
+    const crashes = ++this.crashes[index];
+    if (!wasReady && crashes >= MAX_START_FAILURES) {
+      log.error(
+        `shard ${index} failed to start ${crashes} times in a row (${shard.exitReason}): giving it up`,
+      );
+      if (
+        this.slots.every((slot) => slot === undefined) &&
+        this.restartTimers.every((t) => t === undefined)
+      ) {
+        this.onGiveUp(`no shard left: shard ${index} kept failing at start-up (${shard.exitReason})`);
+      }
+      return;
+    }
+    const delay = Math.min(RESTART_DELAY_MS * 2 ** (crashes - 1), RESTART_DELAY_MAX_MS);
+    log.warn(`shard ${index} (pid ${shard.pid}) ${shard.exitReason}; restarting in ${delay} ms`);
+    this.restartTimers[index] = setTimeout(() => {
+      this.restartTimers[index] = undefined;
+      if (this.stopping || this.slots[index] !== undefined) return;
+      const next = this.spawn(index, this.generation);
+      this.slots[index] = next;
+      next.ready.then(
+        () => log.info(`shard ${index} restarted as pid ${next.pid}`),
+        (error: Error) => log.warn(error.message),
+      );
+    }, delay);
+  }
+
+  /**
+   * Replaces every shard, one at a time: the new one must be listening before the old one
+   * drains, so N shards are always ready. A reload asked for during a reload runs after it.
+   */
+  reload(): Promise<void> {
+    if (this.reloadQueued) return this.reloadChain;
+    this.reloadQueued = true;
+    this.reloadChain = this.reloadChain.then(() => {
+      this.reloadQueued = false;
+      return this.rollingReload();
+    });
+    return this.reloadChain;
+  }
+
+  private async rollingReload(): Promise<void> {
+    if (this.stopping) return;
+    const generation = this.generation + 1;
+    const total = this.slots.length;
+    const started = Date.now();
+    for (let index = 0; index < total; index++) {
+      if (this.stopping) return;
+      const next = this.spawn(index, generation);
+      try {
+        await next.ready;
+      } catch (error) {
+        next.kill();
+        log.error(
+          `reload stopped at ${index + 1}/${total}: ${(error as Error).message}; the running shards keep serving`,
+        );
+        return;
+      }
+      if (this.stopping) return next.drain();
+      const old = this.slots[index];
+      clearTimeout(this.restartTimers[index]);
+      this.restartTimers[index] = undefined;
+      this.slots[index] = next;
+      this.crashes[index] = 0;
+      if (old) this.retire(old);
+      log.info(`reload ${index + 1}/${total}: shard ${index} pid ${old?.pid ?? "-"} -> ${next.pid}`);
+    }
+    this.generation = generation;
+    log.info(
+      `reload done: ${total} shards replaced in ${Date.now() - started} ms (generation ${generation})`,
+    );
+  }
+
+  /** Drains a replaced shard; kills it if it outlives its drain timeout by far. */
+  private retire(shard: Shard): void {
+    this.retiring.add(shard);
+    shard.drain();
+    const backstop = setTimeout(() => shard.kill(), this.config.drainTimeoutMs + 5000);
+    shard.exited.then(() => clearTimeout(backstop));
+  }
+
+  /** Drains every shard; resolves when all have exited. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const timer of this.restartTimers) clearTimeout(timer);
+    const all = [...this.slots.filter((shard) => shard !== undefined), ...this.retiring];
+    for (const shard of all) shard.drain();
+    // Each shard cuts its own connections at the drain timeout; this is only the backstop.
+    const backstop = setTimeout(() => this.kill(), this.config.drainTimeoutMs + 5000);
+    await Promise.all(all.map((shard) => shard.exited));
+    clearTimeout(backstop);
+  }
+
+  /** Kills every shard at once (a second Ctrl-C). */
+  kill(): void {
+    this.stopping = true;
+    for (const shard of [...this.slots, ...this.retiring]) shard?.kill();
+  }
+}

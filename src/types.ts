@@ -1,0 +1,65 @@
+/**
+ * The contract between the runtime-neutral code in src/ and the adapters in runtimes/.
+ * @module
+ */
+import type { ChildProcess } from "node:child_process";
+
+/** What a shard serves: a Hono app or any object with a WHATWG `fetch` handler. */
+export interface FetchApp {
+  fetch(request: Request, ...rest: unknown[]): Response | Promise<Response>;
+}
+
+export interface ListenOptions {
+  port: number;
+  host: string;
+  /** Called for every request, straight from the runtime's server: nothing crosses a process. */
+  fetch: FetchApp["fetch"];
+}
+
+/** One shard's listening socket, as the adapter hands it to src/shard.ts. */
+export interface Listener {
+  /**
+   * Stops accepting, lets in-flight requests finish, closes idle keep-alive connections.
+   * Resolves once no connection is left.
+   */
+  close(): Promise<void>;
+  /** Cuts every connection still open (the drain timeout ran out). */
+  closeAll(): void;
+}
+
+/** A listen failure, with the errno-style code the launcher reports (`EADDRINUSE`...). */
+export class ListenError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** What differs between Bun, Deno and Node; everything else is written once in src/. */
+export interface Runtime {
+  readonly name: "bun" | "deno" | "node";
+  readonly version: string;
+  /**
+   * Starts one shard: this runtime's entry in a child process whose fd 3 is the IPC channel.
+   * `env` carries the shard's spec (see protocol.ts).
+   */
+  spawnShard(env: NodeJS.ProcessEnv, access: ShardAccess): ChildProcess;
+  /** Binds host:port with SO_REUSEPORT and serves `fetch`. Throws a ListenError. */
+  listen(options: ListenOptions): Promise<Listener>;
+  /**
+   * Set where this runtime cannot share a port with SO_REUSEPORT, saying why; the launcher then
+   * warns and falls back to what `spawnShard` does instead (node:cluster on old Node).
+   */
+  readonly reusePortGap?: string;
+  /** Makes `import()` of a .ts module work where the runtime cannot strip types itself. */
+  loadTypeScript?(): Promise<void>;
+}
+
+/** What a shard needs to reach: the Deno adapter turns it into the narrowest permissions. */
+export interface ShardAccess {
+  host: string;
+  port: number;
+  /** The user's app module (absolute path). */
+  app: string;
+}
