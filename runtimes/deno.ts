@@ -57,6 +57,9 @@ export const deno: Runtime = {
       closeAll: () => abort.abort(),
     };
   },
+  // Deno wants --allow-all for /proc/net; the launcher, which may already run processes, asks cat.
+  readProcNet: (path) =>
+    new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
 };
 
 if (import.meta.main) await main(deno, `${root}/src/app.ts`);

@@ -41,6 +41,12 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     process.stdout.write(`${USAGE}\n`);
     exit(EXIT.ok);
   }
+  try {
+    await loadApp(config.app, runtime);
+  } catch (error) {
+    if (error instanceof AppModuleError) exit(EXIT.usage, error.message);
+    throw error;
+  }
   if (process.platform !== "linux") {
     log.warn(
       `on ${process.platform}, SO_REUSEPORT does not spread connections across shards: only Linux balances them`,
@@ -51,12 +57,6 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     log.warn(
       `${runtime.reusePortGap}: falling back to node:cluster (the launcher accepts and hands connections round robin)`,
     );
-  }
-  try {
-    await loadApp(config.app, runtime);
-  } catch (error) {
-    if (error instanceof AppModuleError) exit(EXIT.usage, error.message);
-    throw error;
   }
 
   const supervisor = new Supervisor(runtime, config, (reason) => exit(EXIT.failed, reason));
@@ -84,7 +84,8 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
   } catch (error) {
     if (stopping) return;
     if (!(error instanceof ShardStartError)) throw error;
-    const reason = error.code === "EADDRINUSE" ? explainAddrInUse(config.host, config.port) : error.message;
+    const reason =
+      error.code === "EADDRINUSE" ? explainAddrInUse(config.host, config.port, runtime) : error.message;
     exit(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
   if (stopping) return;

@@ -4,14 +4,15 @@
  * @module
  */
 import { readFileSync } from "node:fs";
+import type { Runtime } from "./types.ts";
 
 /** Effective UIDs of the sockets listening on `port`, on any address. */
-function listenerUids(port: number): number[] {
+function listenerUids(port: number, runtime: Runtime): number[] {
   const uids: number[] = [];
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text = "";
     try {
-      text = readFileSync(table, "utf8");
+      text = runtime.readProcNet?.(table) ?? readFileSync(table, "utf8");
     } catch {
       continue;
     }
@@ -25,9 +26,9 @@ function listenerUids(port: number): number[] {
   return uids;
 }
 
-export function explainAddrInUse(host: string, port: number): string {
+export function explainAddrInUse(host: string, port: number, runtime: Runtime): string {
   const where = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  const uids = listenerUids(port);
+  const uids = listenerUids(port, runtime);
   const me = process.getuid?.(); // Deno: needs --allow-sys=uid
   const other = uids.find((uid) => uid !== me);
   if (other !== undefined) {

@@ -1,0 +1,99 @@
+// Configuration: precedence of flags over env, and the CPU-aware default shard count.
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { parseConfig } from "../src/config.ts";
+import { cgroupCpuLimit, defaultShardCount } from "../src/cpus.ts";
+import { freshPort, killLeftovers, RUNTIMES, start } from "./helpers.ts";
+
+const fake = mkdtempSync(join(tmpdir(), "shardport-cgroup-"));
+after(() => {
+  rmSync(fake, { recursive: true, force: true });
+  killLeftovers();
+});
+
+/** Lays out a fake cgroup tree and /proc/self/cgroup; returns the env that points cpus.ts at it. */
+function cgroup(name: string, selfCgroup: string, files: Record<string, string>) {
+  const root = join(fake, name);
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(join(root, path, ".."), { recursive: true });
+    writeFileSync(join(root, path), content);
+  }
+  writeFileSync(join(root, "self-cgroup"), selfCgroup);
+  return { SHARDPORT_CGROUP_ROOT: root, SHARDPORT_PROC_CGROUP: join(root, "self-cgroup") };
+}
+
+function withEnv<T>(env: Record<string, string>, body: () => T): T {
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  try {
+    return body();
+  } finally {
+    process.env = saved;
+  }
+}
+
+describe("CPU-aware default shard count", () => {
+  test("cgroup v2 cpu.max: the tightest quota on the path, rounded up", () => {
+    const env = cgroup("v2", "0::/kubepods/pod1/app\n", {
+      "kubepods/cpu.max": "400000 100000\n",
+      "kubepods/pod1/cpu.max": "150000 100000\n",
+      "kubepods/pod1/app/cpu.max": "max 100000\n",
+    });
+    withEnv(env, () => {
+      assert.equal(cgroupCpuLimit(), 1.5);
+      assert.equal(defaultShardCount(), Math.min(2, defaultShardCount()));
+    });
+  });
+
+  test("cgroup v1 cfs_quota_us; -1 means no quota", () => {
+    const limited = cgroup("v1", "4:cpu,cpuacct:/docker/abc\n", {
+      "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+      "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    });
+    withEnv(limited, () => {
+      assert.equal(cgroupCpuLimit(), 0.5);
+      assert.equal(defaultShardCount(), 1);
+    });
+    const unlimited = cgroup("v1-none", "4:cpu,cpuacct:/\n", {
+      "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+      "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+    });
+    withEnv(unlimited, () => assert.equal(cgroupCpuLimit(), undefined));
+  });
+
+  test("the launcher starts one shard per CPU of the quota when --shards is not given", async () => {
+    const env = cgroup("cli", "0::/svc\n", { "svc/cpu.max": "100000 100000\n" });
+    const app = await start(RUNTIMES.node, ["--port", String(freshPort())], env);
+    assert.equal(app.shards, 1);
+    process.kill(app.launcherPid, "SIGTERM");
+    assert.equal(await app.exited, 0);
+  });
+});
+
+describe("configuration", () => {
+  const app = "/srv/app.ts";
+  test("defaults", () => {
+    const config = parseConfig([], {}, app);
+    assert.equal(config.port, 8080);
+    assert.equal(config.host, "127.0.0.1");
+    assert.equal(config.app, app);
+    assert.equal(config.shards, defaultShardCount());
+  });
+  test("a flag beats its environment variable", () => {
+    const env = { SHARDS: "3", PORT: "9000", HOST: "0.0.0.0" };
+    assert.deepEqual((({ shards, port, host }) => ({ shards, port, host }))(parseConfig([], env, app)), {
+      shards: 3,
+      port: 9000,
+      host: "0.0.0.0",
+    });
+    const flagged = parseConfig(["--shards=5", "--port", "9001", "--host", "::1"], env, app);
+    assert.deepEqual([flagged.shards, flagged.port, flagged.host], [5, 9001, "::1"]);
+  });
+  test("two app modules are refused", () => {
+    assert.throws(() => parseConfig(["a.ts", "b.ts"], {}, app), /one app module expected/);
+    assert.throws(() => parseConfig(["--app", "a.ts", "b.ts"], {}, app), /give the app module once/);
+  });
+});

@@ -1,0 +1,322 @@
+/**
+ * Test helpers: start shardport the way a user types it, talk HTTP to it, judge the spread.
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { delimiter, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+export const FIXTURES = join(ROOT, "test", "fixtures");
+const BIN = [join(ROOT, "node_modules", ".bin"), join(ROOT, "tools", "node_modules", ".bin")];
+export const ENV = { ...process.env, PATH: [...BIN, process.env.PATH].join(delimiter), NO_COLOR: "1" };
+
+/** How a user starts shardport on each runtime under test. */
+export interface RuntimeUnderTest {
+  name: string;
+  /** The runtime as the shards report it (`bun`, `deno`, `node`). */
+  runtime: "bun" | "deno" | "node";
+  command: (args: string[]) => string[];
+  /** Set for the old Node that falls back to node:cluster. */
+  fallback?: boolean;
+}
+
+export const RUNTIMES: Record<string, RuntimeUnderTest> = {
+  bun: { name: "bun", runtime: "bun", command: (args) => ["bun", "run", "start", "--", ...args] },
+  deno: { name: "deno", runtime: "deno", command: (args) => ["deno", "task", "start", ...args] },
+  node: { name: "node", runtime: "node", command: (args) => ["node", "dist/node.js", ...args] },
+  node20: {
+    name: "node20",
+    runtime: "node",
+    fallback: true,
+    command: (args) => [join(ROOT, "node_modules", "node20", "bin", "node"), "dist/node.js", ...args],
+  },
+};
+
+let nextPort = 20000 + Math.floor(Math.random() * 240) * 50;
+/** A port below the ephemeral range, different for every call in this process (files pick apart). */
+export const freshPort = () => nextPort++;
+
+export interface Run {
+  child: ChildProcess;
+  output: () => string;
+  /** Resolves with the first match of `pattern` in stdout+stderr, rejects at the deadline or exit. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Resolves with the exit code (or 128+signal) of the command. */
+  exited: Promise<number>;
+}
+
+const running = new Set<ChildProcess>();
+
+/** Kills every process group run() started that is still there (a failed test's leftovers). */
+export function killLeftovers(): void {
+  for (const child of running) {
+    try {
+      if (child.pid) process.kill(-child.pid, "SIGKILL");
+    } catch {}
+  }
+  running.clear();
+}
+
+export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, string> = {}): Run {
+  const [command, ...rest] = rt.command(args);
+  // Its own process group, so that killLeftovers() reaches the launcher and its shards too.
+  const child = spawn(command, rest, {
+    cwd: ROOT,
+    env: { ...ENV, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  running.add(child);
+  let text = "";
+  const waiters = new Set<() => void>();
+  const onData = (chunk: Buffer) => {
+    text += chunk.toString();
+    for (const wake of waiters) wake();
+  };
+  child.stdout?.on("data", onData);
+  child.stderr?.on("data", onData);
+  const exited = new Promise<number>((resolve) => {
+    child.on("close", (code, signal) => {
+      running.delete(child);
+      resolve(
+        code ?? 128 + (signal ? (({ SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0) : 0),
+      );
+      for (const wake of waiters) wake();
+    });
+  });
+  let closed = false;
+  exited.then(() => {
+    closed = true;
+  });
+  return {
+    child,
+    output: () => text,
+    exited,
+    waitFor(pattern, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const match = text.match(pattern);
+          if (match) return done(() => resolve(match));
+          if (closed) done(() => reject(new Error(`exited before ${pattern}; output:\n${text}`)));
+        };
+        const timer = setTimeout(
+          () => done(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms; output:\n${text}`))),
+          timeoutMs,
+        );
+        const done = (settle: () => void) => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          settle();
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Starts shardport and waits for its "listening" line; returns the launcher's pid. */
+export async function start(rt: RuntimeUnderTest, args: string[], env: Record<string, string> = {}) {
+  const proc = run(rt, args, env);
+  const match = await proc.waitFor(
+    /listening on (\S+) with (\d+) shards \((\w+) ([\d.]+), launcher pid (\d+)\)/,
+  );
+  return { ...proc, url: match[1], shards: Number(match[2]), launcherPid: Number(match[5]) };
+}
+
+export interface Reply {
+  status: number;
+  body: string;
+}
+
+/** One request on a fresh connection (`Connection: close`, no agent). */
+export function get(url: string, timeoutMs = 5000): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      url,
+      { agent: false, headers: { connection: "close" }, timeout: timeoutMs },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk) => {
+          body += chunk;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on("error", reject);
+  });
+}
+
+export const pidOf = (body: string) => Number(/Hello from PID (\d+)/.exec(body)?.[1] ?? Number.NaN);
+
+/** `total` requests, each on a fresh connection, `concurrency` at a time; counts per pid. */
+export async function spread(url: string, total: number, concurrency = 8): Promise<Map<number, number>> {
+  const counts = new Map<number, number>();
+  let sent = 0;
+  const worker = async () => {
+    while (sent < total) {
+      sent++;
+      const reply = await get(url);
+      if (reply.status !== 200) throw new Error(`status ${reply.status}: ${reply.body}`);
+      const pid = pidOf(reply.body);
+      counts.set(pid, (counts.get(pid) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return counts;
+}
+
+/** Asks until `n` different pids have answered (bounded), returns them. */
+export async function shardPids(url: string, n: number, maxRequests = 400): Promise<Set<number>> {
+  const pids = new Set<number>();
+  for (let i = 0; i < maxRequests && pids.size < n; i++) pids.add(pidOf((await get(url)).body));
+  return pids;
+}
+
+/** ln Γ(x), Lanczos approximation. */
+function logGamma(x: number): number {
+  const g = [
+    676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
+    -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
+  let a = 0.99999999999980993;
+  const t = x - 1 + 7.5;
+  for (let i = 0; i < 8; i++) a += g[i] / (x - 1 + i + 1);
+  return 0.5 * Math.log(2 * Math.PI) + (x - 1 + 0.5) * Math.log(t) - t + Math.log(a);
+}
+
+/** Regularized upper incomplete gamma Q(s, x): series below s+1, continued fraction above. */
+function gammaQ(s: number, x: number): number {
+  if (x <= 0) return 1;
+  const lead = -x + s * Math.log(x) - logGamma(s);
+  if (x < s + 1) {
+    let term = 1 / s;
+    let sum = term;
+    for (let n = 1; n < 500; n++) {
+      term *= x / (s + n);
+      sum += term;
+      if (term < sum * 1e-15) break;
+    }
+    return 1 - sum * Math.exp(lead);
+  }
+  let b = x + 1 - s;
+  let c = 1e300;
+  let d = 1 / b;
+  let h = d;
+  for (let i = 1; i < 500; i++) {
+    const an = -i * (i - s);
+    b += 2;
+    d = an * d + b;
+    d = Math.abs(d) < 1e-300 ? 1e-300 : d;
+    c = b + an / c;
+    c = Math.abs(c) < 1e-300 ? 1e-300 : c;
+    d = 1 / d;
+    h *= d * c;
+    if (Math.abs(d * c - 1) < 1e-15) break;
+  }
+  return h * Math.exp(lead);
+}
+
+/** p-value of Pearson's chi-squared test that `counts` come from a uniform distribution. */
+export function chiSquaredUniformP(counts: number[]): { chi2: number; p: number } {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const expected = total / counts.length;
+  const chi2 = counts.reduce((sum, c) => sum + (c - expected) ** 2 / expected, 0);
+  return { chi2, p: gammaQ((counts.length - 1) / 2, chi2 / 2) };
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie waits for a reaper but holds no socket: it counts as gone.
+  const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, "utf8") : "";
+  return !/^\d+ \(.*\) Z/.test(stat);
+}
+
+/** Polls `check` until it is true or the deadline passes; returns the last value. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 50) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+/** True when a plain listener (no SO_REUSEPORT) can bind host:port: nobody holds it. */
+export function portIsFree(port: number, host = "127.0.0.1"): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/** A plain listener without SO_REUSEPORT on host:port, to be closed by the caller. */
+export function plainListener(port: number, host = "127.0.0.1"): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer((socket) => socket.destroy());
+    server.once("error", reject);
+    server.listen({ port, host, exclusive: true }, () => resolve(server));
+  });
+}
+
+const FOREIGN_LISTENER = `
+import signal, socket, sys
+signal.alarm(120)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print("ready", flush=True)
+sys.stdin.read()
+`;
+
+/**
+ * A SO_REUSEPORT listener owned by user `nobody`, for the kernel's same-UID rule. Needs root,
+ * setpriv and a python3 that `nobody` can run; otherwise says why it cannot.
+ */
+export async function foreignReusePortListener(
+  port: number,
+  host = "127.0.0.1",
+): Promise<{ close(): void } | { skip: string }> {
+  if (process.getuid?.() !== 0) return { skip: "needs root to start a listener as another user" };
+  for (const tool of ["/usr/bin/setpriv", "/usr/bin/python3"]) {
+    if (!existsSync(tool)) return { skip: `${tool} is missing` };
+  }
+  const child = spawn(
+    "/usr/bin/setpriv",
+    [
+      "--reuid=nobody",
+      "--regid=nogroup",
+      "--clear-groups",
+      "/usr/bin/python3",
+      "-c",
+      FOREIGN_LISTENER,
+      host,
+      String(port),
+    ],
+    { stdio: ["pipe", "pipe", "inherit"] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve());
+    child.on("exit", (code) => reject(new Error(`foreign listener exited with ${code}`)));
+  });
+  return {
+    close: () => {
+      child.stdin?.end();
+      child.kill();
+    },
+  };
+}

@@ -1,0 +1,193 @@
+/**
+ * The shared suite: every runtime runs exactly these tests through the command a user types.
+ * A runtime's own test file is one call of shardSuite().
+ * @module
+ */
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import {
+  chiSquaredUniformP,
+  eventually,
+  foreignReusePortListener,
+  freshPort,
+  get,
+  isAlive,
+  killLeftovers,
+  plainListener,
+  portIsFree,
+  type RuntimeUnderTest,
+  run,
+  shardPids,
+  spread,
+  start,
+} from "./helpers.ts";
+
+/** The launcher's own lines: one per message, all prefixed. */
+const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
+
+export function shardSuite(rt: RuntimeUnderTest): void {
+  describe(`shardport on ${rt.name}`, () => {
+    after(killLeftovers);
+    test("every shard answers, fresh connections spread evenly, SIGTERM drains and frees the port", async () => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "4", "--port", String(port)]);
+      assert.equal(app.shards, 4);
+      assert.equal(app.url, `http://127.0.0.1:${port}`);
+      if (rt.fallback) assert.match(app.output(), /falling back to node:cluster/);
+
+      const total = 800;
+      const counts = await spread(app.url, total);
+      const pids = [...counts.keys()];
+      assert.equal(pids.length, 4, `4 shards answer: ${JSON.stringify([...counts])}`);
+      assert.ok(pids.every((pid) => Number.isInteger(pid) && pid !== app.launcherPid));
+      const shares = [...counts.values()];
+      const { chi2, p } = chiSquaredUniformP(shares);
+      assert.ok(p > 0.001, `uniform spread: counts ${shares}, chi2 ${chi2.toFixed(2)}, p ${p}`);
+      for (const share of shares)
+        assert.ok(share >= total / 4 / 2, `each shard gets half its fair share: ${shares}`);
+
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0, app.output());
+      assert.ok(
+        pids.every((pid) => !isAlive(pid)),
+        "no shard outlives the launcher",
+      );
+      assert.ok(await portIsFree(port), "the port is free after the launcher exits");
+    });
+
+    test("a user's app module (TypeScript Hono, or a plain { fetch }) is served; flags beat env", async () => {
+      for (const [module, path, expected] of [
+        ["test/fixtures/user-app.ts", "/json", /"ok":true/],
+        ["test/fixtures/fetch-object.js", "/x", /^plain fetch \/x$/],
+      ] as const) {
+        const port = freshPort();
+        const app = await start(
+          rt,
+          ["--shards", "2", "--port", String(port), "--host", "127.0.0.1", module],
+          {
+            SHARDS: "0",
+            PORT: "1",
+            HOST: "0.0.0.0",
+          },
+        );
+        assert.equal(app.shards, 2, "--shards beats SHARDS");
+        assert.equal(app.url, `http://127.0.0.1:${port}`, "--port and --host beat PORT and HOST");
+        const reply = await get(`${app.url}${path}`);
+        assert.equal(reply.status, 200);
+        assert.match(reply.body, expected);
+        process.kill(app.launcherPid, "SIGTERM");
+        assert.equal(await app.exited, 0);
+      }
+    });
+
+    test("SHARDS, PORT and HOST are read when no flag is given", async () => {
+      const port = freshPort();
+      const app = await start(rt, [], { SHARDS: "2", PORT: String(port), HOST: "127.0.0.1" });
+      assert.equal(app.shards, 2);
+      assert.equal(app.url, `http://127.0.0.1:${port}`);
+      assert.equal((await shardPids(app.url, 2)).size, 2);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("bad input: one line naming the problem, exit 2, nothing started", async () => {
+      const port = String(freshPort());
+      const cases: [string[], RegExp, Record<string, string>?][] = [
+        [["--shards", "0"], /--shards must be an integer from 1 to 1024, got '0'/],
+        [["--shards", "-1"], /--shards must be an integer from 1 to 1024, got '-1'/],
+        [["--shards", "abc"], /--shards must be an integer from 1 to 1024, got 'abc'/],
+        [["--shards", "1025"], /--shards must be an integer from 1 to 1024, got '1025'/],
+        [[], /SHARDS must be an integer from 1 to 1024, got 'many'/, { SHARDS: "many" }],
+        [
+          ["--port", "0"],
+          /--port must be .* got '0' \(port 0 would give every shard a different random port\)/,
+        ],
+        [["--port", "-80"], /--port must be an integer from 1 to 65535, got '-80'/],
+        [["--port", "65536"], /--port must be an integer from 1 to 65535, got '65536'/],
+        [["--port", "http"], /--port must be an integer from 1 to 65535, got 'http'/],
+        [["--frobnicate"], /unknown flag --frobnicate/],
+        [["test/fixtures/missing.ts"], /app module not found: .*test\/fixtures\/missing\.ts/],
+        [["--app", "test/fixtures/no-fetch.ts"], /app module .*no-fetch\.ts exports no fetch/],
+      ];
+      await Promise.all(
+        cases.map(async ([args, message, env]) => {
+          const proc = run(rt, ["--port", port, ...args], env);
+          const code = await proc.exited;
+          const lines = shardportLines(proc.output());
+          assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
+          assert.equal(lines.length, 1, `${args.join(" ")}: one line\n${proc.output()}`);
+          assert.match(lines[0], message);
+        }),
+      );
+      assert.ok(await portIsFree(Number(port)), "no shard started");
+    });
+
+    test("--help prints usage and exits 0", async () => {
+      const proc = run(rt, ["--help"]);
+      assert.equal(await proc.exited, 0);
+      assert.match(proc.output(), /Usage: shardport/);
+      assert.match(proc.output(), /--shards N/);
+    });
+
+    test("port held by a listener without SO_REUSEPORT: exit 1 naming host:port and the cause", async () => {
+      const port = freshPort();
+      const holder = await plainListener(port);
+      try {
+        const proc = run(rt, ["--shards", "2", "--port", String(port)]);
+        assert.equal(await proc.exited, 1, proc.output());
+        assert.match(
+          proc.output(),
+          new RegExp(`127\\.0\\.0\\.1:${port} is in use by a listener without SO_REUSEPORT`),
+        );
+      } finally {
+        await new Promise((resolve) => holder.close(resolve));
+      }
+      assert.ok(await portIsFree(port), "no shard left on the port");
+    });
+
+    test("port held by another user's SO_REUSEPORT group: exit 1 naming host:port and the UID rule", async (t) => {
+      const port = freshPort();
+      const holder = await foreignReusePortListener(port);
+      if ("skip" in holder) return t.skip(holder.skip);
+      try {
+        const proc = run(rt, ["--shards", "2", "--port", String(port)]);
+        assert.equal(await proc.exited, 1, proc.output());
+        assert.match(
+          proc.output(),
+          new RegExp(`127\\.0\\.0\\.1:${port} is in use by another user \\(uid \\d+\\)`),
+        );
+        assert.match(proc.output(), /same effective UID/);
+      } finally {
+        holder.close();
+      }
+      assert.ok(await eventually(() => portIsFree(port), 5000), "no shard left on the port");
+    });
+
+    test("a shard that fails to start: exit 1 with the reason, the other shards stopped", async () => {
+      const port = freshPort();
+      const proc = run(rt, ["--shards", "2", "--port", String(port), "test/fixtures/fails-in-shard-1.ts"]);
+      assert.equal(await proc.exited, 1, proc.output());
+      assert.match(
+        proc.output(),
+        new RegExp(
+          `cannot serve on http://127\\.0\\.0\\.1:${port}: shard 1 failed to start: .*shard 1 refuses to start`,
+        ),
+      );
+      assert.ok(await portIsFree(port), "shard 0 was stopped too");
+    });
+
+    test("launcher SIGKILLed: every shard exits within 5 s, the port is freed", async () => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "2", "--port", String(port)]);
+      const pids = await shardPids(app.url, 2);
+      assert.equal(pids.size, 2);
+      process.kill(app.launcherPid, "SIGKILL");
+      assert.ok(
+        await eventually(() => [...pids].every((pid) => !isAlive(pid)), 5000),
+        `orphans left: ${[...pids].filter(isAlive)}`,
+      );
+      assert.ok(await eventually(() => portIsFree(port), 2000));
+      await app.exited;
+    });
+  });
+}
