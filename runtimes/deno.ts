@@ -57,9 +57,8 @@ export const deno: Runtime = {
       closeAll: () => abort.abort(),
     };
   },
-  // Deno wants --allow-all for /proc/net; the launcher, which may already run processes, asks cat.
-  readProcNet: (path) =>
-    new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
+  // Deno wants --allow-all for /proc/net and /proc/sys; the launcher, which may run processes, asks cat.
+  readProc: (path) => new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
 };
 
 if (import.meta.main) await main(deno, `${root}/src/app.ts`);

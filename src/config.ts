@@ -10,6 +10,8 @@ import { defaultShardCount } from "./cpus.ts";
 export const MAX_SHARDS = 1024;
 
 export interface Config {
+  /** `serve` (the default) starts shards; `reload` and `stop` signal the launcher on host:port. */
+  command: "serve" | "reload" | "stop";
   shards: number;
   port: number;
   host: string;
@@ -27,11 +29,15 @@ export interface Config {
 export class UsageError extends Error {}
 
 export const USAGE = `Usage: shardport [options] [app-module]
+       shardport reload|stop [--host H] [--port N]
 
 Serves the app module's default export (a Hono app or any { fetch }) from N processes that
 share one port with SO_REUSEPORT; the Linux kernel spreads connections between them.
 
   bun run start -- [options] [app]     deno task start [options] [app]     node dist/node.js [options] [app]
+
+reload: SIGHUP to the launcher on host:port (a rolling restart that loads the app anew);
+stop: SIGTERM to it (drain and exit). They find it through its pid file.
 
 Options (flags beat environment variables):
   --shards N           shards to start, 1-${MAX_SHARDS} (env SHARDS; default: CPUs this process may use)
@@ -98,7 +104,14 @@ export function parseConfig(
     if (unknown) throw new UsageError(`unknown flag ${unknown[1]} (see --help)`);
     throw new UsageError(message.split("\n")[0]);
   }
-  const { values, positionals } = parsed;
+  const { values } = parsed;
+  let positionals = parsed.positionals;
+  let command: Config["command"] = "serve";
+  if (positionals[0] === "reload" || positionals[0] === "stop") {
+    command = positionals[0];
+    positionals = positionals.slice(1);
+    if (positionals.length > 0) throw new UsageError(`${command} takes no app module, got ${positionals[0]}`);
+  }
   if (positionals.length > 1) {
     throw new UsageError(`one app module expected, got ${positionals.length}: ${positionals.join(" ")}`);
   }
@@ -119,6 +132,7 @@ export function parseConfig(
   if (host === "") throw new UsageError(`${hostIn?.name} must not be empty`);
   const app = values.app ?? positionals[0];
   return {
+    command,
     shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(),
     port: portIn
       ? integer(

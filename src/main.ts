@@ -3,8 +3,10 @@
  * launcher (parse the command line, check the app, start the shards, handle signals).
  * @module
  */
+import { readFileSync } from "node:fs";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
+import { signalLauncher, writePidFile } from "./control.ts";
 import { log } from "./log.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { SHARD_ENV } from "./protocol.ts";
@@ -41,6 +43,16 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     process.stdout.write(`${USAGE}\n`);
     exit(EXIT.ok);
   }
+  if (config.command !== "serve") {
+    const signal = config.command === "reload" ? "SIGHUP" : "SIGTERM";
+    try {
+      const pid = signalLauncher(config.host, config.port, signal);
+      log.info(`sent ${signal} to the launcher of ${urlOf(config)} (pid ${pid})`);
+      exit(EXIT.ok);
+    } catch (error) {
+      exit(EXIT.failed, (error as Error).message);
+    }
+  }
   try {
     await loadApp(config.app, runtime);
   } catch (error) {
@@ -58,6 +70,7 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
       `${runtime.reusePortGap}: falling back to node:cluster (the launcher accepts and hands connections round robin)`,
     );
   }
+  if (process.platform === "linux") warnUnlessMigrating(runtime);
 
   const supervisor = new Supervisor(runtime, config, (reason) => exit(EXIT.failed, reason));
   let stopping = false;
@@ -89,7 +102,35 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     exit(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
   if (stopping) return;
+  try {
+    process.on("exit", writePidFile(config.host, config.port));
+  } catch (error) {
+    log.warn(
+      `no pid file, so \`reload\` and \`stop\` cannot find this launcher: ${(error as Error).message}`,
+    );
+  }
   log.info(
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid})`,
   );
+}
+
+/**
+ * Closing a shard's listener resets the connections in its accept queue unless the kernel
+ * migrates them to a sibling (net.ipv4.tcp_migrate_req, Linux 5.14+): reloads depend on it.
+ */
+function warnUnlessMigrating(runtime: Runtime): void {
+  const path = "/proc/sys/net/ipv4/tcp_migrate_req";
+  let value: string | undefined;
+  try {
+    value = (runtime.readProc?.(path) ?? readFileSync(path, "utf8")).trim();
+  } catch {}
+  if (value === "0") {
+    log.warn(
+      "net.ipv4.tcp_migrate_req is 0: a reload or crash can reset connections queued on the closing shard; enable it with `sysctl -w net.ipv4.tcp_migrate_req=1`",
+    );
+  } else if (value === undefined || value === "") {
+    log.warn(
+      "this kernel has no net.ipv4.tcp_migrate_req (Linux < 5.14): a reload can reset queued connections",
+    );
+  }
 }

@@ -12,7 +12,7 @@ function listenerUids(port: number, runtime: Runtime): number[] {
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text = "";
     try {
-      text = runtime.readProcNet?.(table) ?? readFileSync(table, "utf8");
+      text = runtime.readProc?.(table) ?? readFileSync(table, "utf8");
     } catch {
       continue;
     }

@@ -25,7 +25,7 @@ export class ShardStartError extends Error {
 export const RESTART_DELAY_MS = 100;
 export const RESTART_DELAY_MAX_MS = 5000;
 /** A shard that stayed ready this long has its crash count forgotten. */
-export const STABLE_AFTER_MS = 3000;
+export const STABLE_AFTER_MS = 1000;
 /** Start-up failures in a row after which a slot is given up. */
 export const MAX_START_FAILURES = 5;
 

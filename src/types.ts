@@ -52,8 +52,8 @@ export interface Runtime {
    * warns and falls back to what `spawnShard` does instead (node:cluster on old Node).
    */
   readonly reusePortGap?: string;
-  /** Reads a /proc/net table where the runtime's fs cannot (Deno guards /proc/net behind -A). */
-  readProcNet?(path: string): string;
+  /** Reads a /proc file where the runtime's fs cannot (Deno guards /proc/net and /proc/sys behind -A). */
+  readProc?(path: string): string;
   /** Makes `import()` of a .ts module work where the runtime cannot strip types itself. */
   loadTypeScript?(): Promise<void>;
 }

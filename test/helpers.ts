@@ -3,7 +3,7 @@
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { delimiter, dirname, join } from "node:path";
@@ -319,4 +319,107 @@ export async function foreignReusePortListener(
       child.kill();
     },
   };
+}
+
+/** Pids of `pid`'s child processes (the launcher's shards). */
+export function childrenOf(pid: number): number[] {
+  const pids: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim();
+      if (text) pids.push(...text.split(/\s+/).map(Number));
+    }
+  } catch {}
+  return pids.filter(isAlive);
+}
+
+export interface LoadStats {
+  ok: number;
+  non2xx: number;
+  failed: number;
+  errors: string[];
+  pids: Map<number, number>;
+}
+
+/**
+ * A bounded client loop: `concurrency` workers send requests on fresh connections until stopped,
+ * `maxRequests` are sent or `maxMs` pass, whichever comes first.
+ */
+export function load(url: string, { concurrency = 8, maxRequests = 500_000, maxMs = 90_000 } = {}) {
+  const stats: LoadStats = { ok: 0, non2xx: 0, failed: 0, errors: [], pids: new Map() };
+  const deadline = Date.now() + maxMs;
+  let stopped = false;
+  let sent = 0;
+  const worker = async () => {
+    while (!stopped && sent < maxRequests && Date.now() < deadline) {
+      sent++;
+      try {
+        const reply = await get(url);
+        if (reply.status >= 200 && reply.status < 300) stats.ok++;
+        else stats.non2xx++;
+        const pid = pidOf(reply.body);
+        stats.pids.set(pid, (stats.pids.get(pid) ?? 0) + 1);
+      } catch (error) {
+        stats.failed++;
+        if (stats.errors.length < 20) stats.errors.push((error as Error).message);
+      }
+    }
+  };
+  const done = Promise.all(Array.from({ length: concurrency }, worker));
+  return {
+    stats,
+    async stop(): Promise<LoadStats> {
+      stopped = true;
+      await done;
+      return stats;
+    },
+  };
+}
+
+/** Local addresses (hex, as in /proc/net/tcp) of the sockets listening on `port`. */
+export function listenAddresses(port: number): string[] {
+  const found: string[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const row of readFileSync(table, "utf8").split("\n").slice(1)) {
+      const cols = row.trim().split(/\s+/);
+      if (cols[3] === "0A" && Number.parseInt(cols[1].split(":")[1], 16) === port) found.push(cols[1]);
+    }
+  }
+  return found;
+}
+
+const JOIN_AS_OTHER_USER = `
+import errno, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+    s.listen()
+    print("joined")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+`;
+
+/** Tries, as user nobody, to add a SO_REUSEPORT listener to host:port; says what the kernel did. */
+export async function joinAsOtherUser(port: number, host = "127.0.0.1"): Promise<string> {
+  const child = spawn(
+    "/usr/bin/setpriv",
+    [
+      "--reuid=nobody",
+      "--regid=nogroup",
+      "--clear-groups",
+      "/usr/bin/python3",
+      "-c",
+      JOIN_AS_OTHER_USER,
+      host,
+      String(port),
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  let out = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    out += chunk.toString();
+  });
+  await new Promise((resolve) => child.on("close", resolve));
+  return out.trim();
 }

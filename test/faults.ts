@@ -1,0 +1,336 @@
+/**
+ * Reloads, crashes, drains, handler faults, the kernel's rules and tcp_migrate_req, under load.
+ * Runs inside a private network namespace (test/netns.sh) as root; skips where that is not
+ * possible. One shared suite, one tiny file per runtime in test/faults/.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import {
+  childrenOf,
+  eventually,
+  FIXTURES,
+  freshPort,
+  get,
+  isAlive,
+  joinAsOtherUser,
+  killLeftovers,
+  listenAddresses,
+  load,
+  type RuntimeUnderTest,
+  shardPids,
+  start,
+} from "./helpers.ts";
+
+const FAULT_APP = join(FIXTURES, "fault-app.ts");
+const TMP = join(FIXTURES, ".tmp");
+const MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req";
+const noNetns = process.env.SHARDPORT_NO_NETNS;
+
+/** Only inside our own namespace may a test change tcp_migrate_req. */
+function setMigrateReq(value: 0 | 1): void {
+  assert.equal(process.env.SHARDPORT_IN_NETNS, "1", "refusing to change the host's sysctl");
+  writeFileSync(MIGRATE_REQ, `${value}\n`);
+}
+
+const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function faultSuite(rt: RuntimeUnderTest): void {
+  describe(`faults on ${rt.name}`, {
+    skip: noNetns ? `no private network namespace: ${noNetns}` : false,
+  }, () => {
+    mkdirSync(TMP, { recursive: true });
+    after(killLeftovers);
+
+    test("reload under load: 5 SIGHUP reloads, 0 failed, 0 non-2xx, only new pids after", async () => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "4", "--port", String(port), FAULT_APP]);
+      assert.doesNotMatch(app.output(), /tcp_migrate_req is 0/, "no warning where migration is on");
+      const first = childrenOf(app.launcherPid);
+      assert.equal(first.length, 4);
+      const traffic = load(app.url, { concurrency: 8 });
+      const retired = new Set(first);
+      for (let generation = 1; generation <= 5; generation++) {
+        const before = childrenOf(app.launcherPid);
+        process.kill(app.launcherPid, "SIGHUP");
+        await app.waitFor(
+          new RegExp(`reload done: 4 shards replaced in \\d+ ms \\(generation ${generation}\\)`),
+        );
+        for (const pid of before) retired.add(pid);
+      }
+      const stats = await traffic.stop();
+      console.log(
+        `${rt.name} reload: ${stats.ok} requests during 5 reloads, ${stats.failed} failed, ${stats.non2xx} non-2xx`,
+      );
+      assert.equal(stats.failed, 0, `failed requests: ${stats.errors.join("; ")}`);
+      assert.equal(stats.non2xx, 0);
+      assert.ok(stats.ok > 100, `the load ran: ${stats.ok}`);
+      assert.match(app.output(), /reload 3\/4: shard 2 pid \d+ -> \d+/);
+
+      const now = await shardPids(app.url, 4);
+      assert.equal(now.size, 4);
+      for (const pid of now) assert.ok(!retired.has(pid), `pid ${pid} is of an old generation`);
+      assert.match((await get(app.url)).body, /generation 5/);
+      const current = new Set(childrenOf(app.launcherPid));
+      for (const pid of retired)
+        if (!current.has(pid)) assert.ok(await eventually(() => !isAlive(pid), 15_000));
+      assert.ok(
+        [...retired].every((pid) => !isAlive(pid)),
+        "no process of an old generation remains",
+      );
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("bad deploy: a module that throws at import is refused, the old shards keep serving", async () => {
+      const port = freshPort();
+      const module = join(TMP, `${rt.name}-deploy.ts`);
+      copyFileSync(FAULT_APP, module);
+      const app = await start(rt, ["--shards", "2", "--port", String(port), module]);
+      const before = await shardPids(app.url, 2);
+      const traffic = load(app.url, { concurrency: 4 });
+      writeFileSync(module, 'throw new Error("bad deploy: import failed");\n');
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(
+        /reload stopped at 1\/2: .*bad deploy: import failed.*the running shards keep serving/,
+      );
+      const stats = await traffic.stop();
+      assert.equal(stats.failed, 0, stats.errors.join("; "));
+      assert.equal(stats.non2xx, 0);
+      assert.deepEqual(new Set(stats.pids.keys()), before, "only the old pids answered");
+      assert.deepEqual(await shardPids(app.url, 2), before);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      rmSync(module);
+    });
+
+    test("crash storm: a random shard SIGKILLed every second for 10 s; N shards again within 2 s", async () => {
+      const port = freshPort();
+      const concurrency = 4;
+      const app = await start(rt, ["--shards", "4", "--port", String(port), FAULT_APP]);
+      const traffic = load(app.url, { concurrency });
+      let kills = 0;
+      for (let second = 0; second < 10; second++) {
+        const shards = childrenOf(app.launcherPid);
+        const victim = shards[Math.floor(Math.random() * shards.length)];
+        if (victim) {
+          process.kill(victim, "SIGKILL");
+          kills++;
+        }
+        await wait(1000);
+      }
+      const back = await eventually(
+        () =>
+          childrenOf(app.launcherPid).length === 4 &&
+          (app.output().match(/shard \d+ restarted as pid/g) ?? []).length === kills,
+        2000,
+      );
+      const stats = await traffic.stop();
+      console.log(`${rt.name} crash storm: ${kills} kills, ${stats.ok} ok, ${stats.failed} failed`);
+      assert.ok(back, `4 ready shards within 2 s of the last kill:\n${app.output()}`);
+      // A killed shard loses at most what it had accepted: our in-flight requests on it.
+      assert.ok(stats.failed <= kills * concurrency, `${stats.failed} failed for ${kills} kills`);
+      assert.equal(stats.non2xx, 0);
+      assert.ok(stats.ok > 100);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("a shard that keeps failing at start-up is given up; with none left the launcher exits 1", async () => {
+      const flag = join(TMP, `${rt.name}-broken`);
+      rmSync(flag, { force: true });
+      const app = await start(
+        rt,
+        ["--shards", "2", "--port", String(freshPort()), "test/fixtures/fails-when-flagged.ts"],
+        {
+          FLAG_FILE: flag,
+        },
+      );
+      writeFileSync(flag, "");
+      for (const pid of childrenOf(app.launcherPid)) process.kill(pid, "SIGKILL");
+      assert.equal(await app.exited, 1, app.output());
+      assert.match(app.output(), /shard \d failed to start 5 times in a row .*giving it up/);
+      assert.match(
+        app.output(),
+        /restarting in 100 ms[\s\S]*restarting in 200 ms[\s\S]*restarting in 400 ms/,
+      );
+      assert.match(app.output(), /error: no shard left: shard \d kept failing at start-up/);
+      rmSync(flag);
+    });
+
+    test("drain: an in-flight 2 s request completes with 200 after SIGTERM, then exit 0", async () => {
+      const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
+      const slow = get(`${app.url}/slow?ms=2000`, 10_000).then((reply) => ({ reply, at: Date.now() }));
+      await app.waitFor(/slow request started/);
+      process.kill(app.launcherPid, "SIGTERM");
+      const code = await app.exited;
+      const exitedAt = Date.now();
+      const { reply, at } = await slow;
+      assert.equal(reply.status, 200);
+      assert.match(reply.body, /slow done/);
+      assert.ok(at <= exitedAt, "the request finished before the launcher exited");
+      assert.equal(code, 0);
+    });
+
+    test("drain: a stuck handler is cut at --drain-timeout; a second SIGINT stops at once", async () => {
+      const app = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(freshPort()),
+        "--drain-timeout",
+        "1000",
+        FAULT_APP,
+      ]);
+      const stuck = get(`${app.url}/stuck`, 30_000).then(
+        () => "answered",
+        () => "cut",
+      );
+      await app.waitFor(/stuck request started/);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await stuck, "cut");
+      assert.equal(await app.exited, 0);
+      assert.match(app.output(), /drain timeout of 1000 ms, cutting connections/);
+
+      const again = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(freshPort()),
+        "--drain-timeout",
+        "60000",
+        FAULT_APP,
+      ]);
+      const shards = childrenOf(again.launcherPid);
+      const pending = get(`${again.url}/stuck`, 30_000).catch(() => "cut");
+      await again.waitFor(/stuck request started/);
+      process.kill(again.launcherPid, "SIGINT");
+      await again.waitFor(/stopping: draining/);
+      process.kill(again.launcherPid, "SIGINT");
+      assert.equal(await again.exited, 130);
+      assert.equal(await pending, "cut");
+      assert.ok(await eventually(() => shards.every((pid) => !isAlive(pid)), 2000));
+    });
+
+    test("handler faults: a throw answers 500, a handler exiting costs only its shard, malformed HTTP is shrugged off", async () => {
+      const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
+      const shards = new Set(childrenOf(app.launcherPid));
+      for (let i = 0; i < 20; i++) assert.equal((await get(`${app.url}/throw`)).status, 500);
+      for (const junk of [
+        "BLAH\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        `GET /${"a".repeat(100_000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+        "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+      ]) {
+        for (let i = 0; i < 4; i++) {
+          await new Promise<void>((resolve) => {
+            const socket = net.connect(Number(new URL(app.url).port), "127.0.0.1", () => socket.end(junk));
+            socket.on("error", () => resolve());
+            socket.on("close", () => resolve());
+            socket.resume();
+          });
+        }
+      }
+      assert.deepEqual(new Set(childrenOf(app.launcherPid)), shards, "every shard survived");
+      assert.equal((await shardPids(app.url, 2)).size, 2);
+
+      const traffic = load(app.url, { concurrency: 4 });
+      const dying = await get(`${app.url}/exit`).then(
+        () => "answered",
+        () => "lost",
+      );
+      await app.waitFor(/shard \d restarted as pid/);
+      const stats = await traffic.stop();
+      assert.equal(dying, "lost");
+      assert.ok(stats.failed <= 4, `only the dying shard's in-flight requests fail: ${stats.failed}`);
+      assert.ok(stats.ok > 0);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("security: another user cannot join the group; shards bind only the host given", async () => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "2", "--port", String(port), FAULT_APP]);
+      assert.deepEqual(listenAddresses(port), [
+        `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`,
+        `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`,
+      ]);
+      if (process.getuid?.() === 0) assert.equal(await joinAsOtherUser(port), "EADDRINUSE");
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("tcp_migrate_req: 0 resets connections queued on a closing shard, 1 resets none", async () => {
+      const failures: Record<number, number> = {};
+      for (const migrate of [0, 1] as const) {
+        setMigrateReq(migrate);
+        try {
+          const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
+          if (migrate === 0) assert.match(app.output(), /tcp_migrate_req is 0/);
+          // Learn one shard's pid on a kept-alive connection, then block that shard's event loop.
+          const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+          const pidOnAgent = await new Promise<number>((resolve, reject) =>
+            http
+              .get(app.url, { agent }, (res) => {
+                let body = "";
+                res.on("data", (chunk) => {
+                  body += chunk;
+                });
+                res.on("end", () => resolve(Number(/PID (\d+)/.exec(body)?.[1])));
+              })
+              .on("error", reject),
+          );
+          http.get(`${app.url}/block?ms=3000`, { agent }).on("error", () => {});
+          await app.waitFor(new RegExp(`block started in ${pidOnAgent}`));
+          // New connections now queue in the blocked shard's accept queue (about half of them).
+          let settled = 0;
+          const probes = Array.from({ length: 40 }, () =>
+            get(app.url, 10_000)
+              .then(
+                () => true,
+                () => false,
+              )
+              .finally(() => {
+                settled++;
+              }),
+          );
+          const queued = () => settled + acceptQueue(Number(new URL(app.url).port)) >= 40;
+          assert.ok(await eventually(queued, 5000), "the probes reached a shard or its accept queue");
+          process.kill(pidOnAgent, "SIGKILL");
+          failures[migrate] = (await Promise.all(probes)).filter((ok) => !ok).length;
+          agent.destroy();
+          process.kill(app.launcherPid, "SIGTERM");
+          assert.equal(await app.exited, 0);
+        } finally {
+          setMigrateReq(1);
+        }
+      }
+      console.log(
+        `${rt.name} migration probe: ${failures[0]} of 40 reset with tcp_migrate_req=0, ${failures[1]} with 1`,
+      );
+      assert.ok(failures[0] > 0, "with tcp_migrate_req=0 closing a listener resets its queue");
+      assert.equal(failures[1], 0, "with tcp_migrate_req=1 nothing is reset");
+    });
+  });
+}
+
+/** Connections waiting in the accept queues of the listeners on `port` (rx_queue of LISTEN rows). */
+function acceptQueue(port: number): number {
+  let total = 0;
+  for (const row of readProcNetTcp()) {
+    const cols = row.trim().split(/\s+/);
+    if (cols[3] === "0A" && Number.parseInt(cols[1].split(":")[1], 16) === port) {
+      total += Number.parseInt(cols[4].split(":")[1], 16);
+    }
+  }
+  return total;
+}
+
+function readProcNetTcp(): string[] {
+  return readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1);
+}

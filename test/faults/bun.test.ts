@@ -1,0 +1,4 @@
+import { faultSuite } from "../faults.ts";
+import { RUNTIMES } from "../helpers.ts";
+
+faultSuite(RUNTIMES.bun);
