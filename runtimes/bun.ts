@@ -14,6 +14,7 @@ const entry = fileURLToPath(import.meta.url);
 export const bun: Runtime = {
   name: "bun",
   version: Bun.version,
+  refusesHttp: { node: "Bun's node:http silently drops reusePort (oven-sh/bun#43690)" },
   spawnShard: (env) => spawn(process.execPath, [entry], { stdio: SHARD_STDIO, env }),
   async listen({ port, host, fetch }) {
     let server: Bun.Server<undefined>;

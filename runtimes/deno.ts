@@ -40,7 +40,12 @@ export const deno: Runtime = {
       stdio: SHARD_STDIO,
       env,
     }),
-  async listen({ port, host, fetch }) {
+  async listen(options) {
+    if (options.http === "node") {
+      const { listenNodeHttp } = await import("./node-http.ts");
+      return listenNodeHttp(options);
+    }
+    const { port, host, fetch } = options;
     const abort = new AbortController();
     let server: Deno.HttpServer;
     try {

@@ -8,10 +8,10 @@ import { spawn } from "node:child_process";
 import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { createAdaptorServer } from "@hono/node-server";
 import { main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
-import { ListenError, type Runtime } from "../src/types.ts";
+import type { Runtime } from "../src/types.ts";
+import { listenNodeHttp } from "./node-http.ts";
 
 const entry = fileURLToPath(import.meta.url);
 
@@ -36,27 +36,8 @@ export const node: Runtime = {
     }
     return spawn(process.execPath, [...process.execArgv, entry], { stdio: SHARD_STDIO, env });
   },
-  async listen({ port, host, fetch }) {
-    const server = createAdaptorServer({ fetch });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen({ port, host, reusePort: true }, resolve);
-      });
-    } catch (error) {
-      const { message, code } = error as NodeJS.ErrnoException;
-      throw new ListenError(message, code ?? "EUNKNOWN");
-    }
-    const http = server as import("node:http").Server;
-    return {
-      close: () =>
-        new Promise<void>((resolve) => {
-          http.close(() => resolve());
-          http.closeIdleConnections();
-        }),
-      closeAll: () => http.closeAllConnections(),
-    };
-  },
+  // --http native and node are the same server here.
+  listen: listenNodeHttp,
   async loadTypeScript() {
     // Node 22.18+ strips types itself; older ones need tsx's loader.
     if ((process.features as { typescript?: unknown }).typescript) return;

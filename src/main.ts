@@ -53,6 +53,8 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
       exit(EXIT.failed, (error as Error).message);
     }
   }
+  const refused = runtime.refusesHttp?.[config.http];
+  if (refused) exit(EXIT.usage, `--http ${config.http} is not available on ${runtime.name}: ${refused}`);
   try {
     await loadApp(config.app, runtime);
   } catch (error) {

@@ -4,6 +4,8 @@
  * @module
  */
 
+import type { HttpServer } from "./types.ts";
+
 /** Environment variable that makes a runtime entry run as a shard; its value is a ShardSpec. */
 export const SHARD_ENV = "SHARDPORT_SHARD";
 
@@ -17,6 +19,7 @@ export interface ShardSpec {
   host: string;
   port: number;
   app: string;
+  http: HttpServer;
   drainTimeoutMs: number;
 }
 

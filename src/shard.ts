@@ -51,7 +51,7 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
 
   const app = await loadApp(spec.app, runtime).catch((error) => fail("load", error));
   listener = await runtime
-    .listen({ host: spec.host, port: spec.port, fetch: app.fetch })
+    .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: app.fetch })
     .catch((error) => fail("listen", error));
   await send({ type: "ready", pid: process.pid });
 }

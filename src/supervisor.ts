@@ -131,8 +131,8 @@ export class Supervisor {
   }
 
   private spawn(index: number, generation: number): Shard {
-    const { host, port, app, drainTimeoutMs } = this.config;
-    const spec: ShardSpec = { index, generation, host, port, app, drainTimeoutMs };
+    const { host, port, app, http, drainTimeoutMs } = this.config;
+    const spec: ShardSpec = { index, generation, host, port, app, http, drainTimeoutMs };
     const child = this.runtime.spawnShard(
       { ...process.env, [SHARD_ENV]: JSON.stringify(spec) },
       { host, port, app },

@@ -9,9 +9,13 @@ export interface FetchApp {
   fetch(request: Request, ...rest: unknown[]): Response | Promise<Response>;
 }
 
+/** Which HTTP server a shard runs: the runtime's own, or node:http (see --http). */
+export type HttpServer = "native" | "node";
+
 export interface ListenOptions {
   port: number;
   host: string;
+  http: HttpServer;
   /** Called for every request, straight from the runtime's server: nothing crosses a process. */
   fetch: FetchApp["fetch"];
 }
@@ -52,6 +56,8 @@ export interface Runtime {
    * warns and falls back to what `spawnShard` does instead (node:cluster on old Node).
    */
   readonly reusePortGap?: string;
+  /** Why a --http choice cannot work on this runtime, for each one that cannot. */
+  readonly refusesHttp?: Partial<Record<HttpServer, string>>;
   /** Reads a /proc file where the runtime's fs cannot (Deno guards /proc/net and /proc/sys behind -A). */
   readProc?(path: string): string;
   /** Makes `import()` of a .ts module work where the runtime cannot strip types itself. */

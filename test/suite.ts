@@ -106,6 +106,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         [["--port", "65536"], /--port must be an integer from 1 to 65535, got '65536'/],
         [["--port", "http"], /--port must be an integer from 1 to 65535, got 'http'/],
         [["--frobnicate"], /unknown flag --frobnicate/],
+        [["--http", "h3"], /--http must be native or node, got 'h3'/],
         [["test/fixtures/missing.ts"], /app module not found: .*test\/fixtures\/missing\.ts/],
         [["--app", "test/fixtures/no-fetch.ts"], /app module .*no-fetch\.ts exports no fetch/],
       ];
@@ -120,6 +121,30 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         }),
       );
       assert.ok(await portIsFree(Number(port)), "no shard started");
+    });
+
+    test("`reload` and `stop` commands find the launcher through its pid file", async () => {
+      const port = String(freshPort());
+      const app = await start(rt, ["--shards", "2", "--port", port]);
+      const before = await shardPids(app.url, 2);
+      const reload = run(rt, ["reload", "--port", port]);
+      assert.equal(await reload.exited, 0, reload.output());
+      assert.match(
+        reload.output(),
+        new RegExp(`sent SIGHUP to the launcher of http://127.0.0.1:${port} \\(pid ${app.launcherPid}\\)`),
+      );
+      await app.waitFor(/reload done: 2 shards replaced/);
+      const after = await shardPids(app.url, 2);
+      assert.ok(
+        [...after].every((pid) => !before.has(pid)),
+        "new shards after reload",
+      );
+      const stop = run(rt, ["stop", "--port", port]);
+      assert.equal(await stop.exited, 0);
+      assert.equal(await app.exited, 0);
+      const none = run(rt, ["reload", "--port", port]);
+      assert.equal(await none.exited, 1);
+      assert.match(none.output(), new RegExp(`no shardport launcher for 127.0.0.1:${port}`));
     });
 
     test("--help prints usage and exits 0", async () => {
