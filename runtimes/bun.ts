@@ -5,6 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { isMainThread } from "node:worker_threads";
 import { main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
@@ -13,6 +14,7 @@ const entry = fileURLToPath(import.meta.url);
 
 export const bun: Runtime = {
   name: "bun",
+  entry,
   version: Bun.version,
   refusesHttp: { node: "Bun's node:http silently drops reusePort (oven-sh/bun#43690)" },
   spawnShard: (env) => spawn(process.execPath, [entry], { stdio: SHARD_STDIO, env }),
@@ -31,4 +33,6 @@ export const bun: Runtime = {
   },
 };
 
-if (import.meta.main) await main(bun, fileURLToPath(new URL("../src/app.ts", import.meta.url)));
+// A shard thread runs this module too (threads mode).
+if (import.meta.main || !isMainThread)
+  await main(bun, fileURLToPath(new URL("../src/app.ts", import.meta.url)));

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { isMainThread } from "node:worker_threads";
 import { main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime, type ShardAccess } from "../src/types.ts";
@@ -34,6 +35,7 @@ function permissions({ host, port, app }: ShardAccess): string[] {
 
 export const deno: Runtime = {
   name: "deno",
+  entry,
   version: Deno.version.deno,
   spawnShard: (env, access) =>
     spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), entry], {
@@ -66,4 +68,5 @@ export const deno: Runtime = {
   readProc: (path) => new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
 };
 
-if (import.meta.main) await main(deno, `${root}/src/app.ts`);
+// A shard thread runs this module too (threads mode).
+if (import.meta.main || !isMainThread) await main(deno, `${root}/src/app.ts`);

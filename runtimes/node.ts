@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { isMainThread } from "node:worker_threads";
 import { main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import type { Runtime } from "../src/types.ts";
@@ -25,6 +26,7 @@ const version = process.versions.node;
 
 export const node: Runtime = {
   name: "node",
+  entry,
   version,
   reusePortGap: hasReusePort(version)
     ? undefined
@@ -51,4 +53,5 @@ const isEntry = process.argv[1] !== undefined && realpathSync(process.argv[1]) =
 const defaultApp = fileURLToPath(
   new URL(entry.endsWith(".js") ? "./app.js" : "../src/app.ts", import.meta.url),
 );
-if (isEntry) await main(node, defaultApp);
+// A shard thread runs this module too (threads mode).
+if (isEntry || !isMainThread) await main(node, defaultApp);

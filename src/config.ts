@@ -18,6 +18,8 @@ export interface Config {
   host: string;
   /** Absolute path of the user's app module. */
   app: string;
+  /** `process`: a shard is a child process; `threads`: a worker thread of the launcher. */
+  mode: "process" | "threads";
   /** The HTTP server each shard runs. */
   http: HttpServer;
   /** Exit 1 instead of falling back when SO_REUSEPORT cannot be used. */
@@ -47,6 +49,7 @@ Options (flags beat environment variables):
   --port N             TCP port, 1-65535 (env PORT; default 8080)
   --host H             address to bind (env HOST; default 127.0.0.1)
   --app PATH           the app module (or give it as the argument; default: the demo app)
+  --mode process|threads  shards as processes (default) or as worker threads of one process
   --http native|node   the shards' HTTP server: the runtime's own (default), or node:http, whose
                        drain loses nothing on Deno at about half Deno.serve's throughput
   --drain-timeout MS   time a stopping shard has to finish its requests (default 10000)
@@ -57,7 +60,7 @@ Options (flags beat environment variables):
 Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start);
 2 bad command line or app module.`;
 
-const VALUE_FLAGS = ["shards", "port", "host", "app", "http", "drain-timeout", "ready-timeout"];
+const VALUE_FLAGS = ["shards", "port", "host", "app", "mode", "http", "drain-timeout", "ready-timeout"];
 
 function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
   const value = /^\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
@@ -96,6 +99,7 @@ export function parseConfig(
         host: { type: "string" },
         app: { type: "string" },
         http: { type: "string", default: "native" },
+        mode: { type: "string", default: "process" },
         "drain-timeout": { type: "string" },
         "ready-timeout": { type: "string" },
         strict: { type: "boolean", default: false },
@@ -137,6 +141,10 @@ export function parseConfig(
   const host = hostIn?.raw.trim() ?? "127.0.0.1";
   if (host === "") throw new UsageError(`${hostIn?.name} must not be empty`);
   const app = values.app ?? positionals[0];
+  const mode = values.mode as Config["mode"];
+  if (mode !== "process" && mode !== "threads") {
+    throw new UsageError(`--mode must be process or threads, got '${values.mode}'`);
+  }
   const http = values.http as HttpServer;
   if (http !== "native" && http !== "node") {
     throw new UsageError(`--http must be native or node, got '${values.http}'`);
@@ -155,6 +163,7 @@ export function parseConfig(
       : 8080,
     host,
     app: app === undefined ? defaultApp : resolve(app),
+    mode,
     http,
     strict: values.strict ?? false,
     drainTimeoutMs: integer("--drain-timeout", values["drain-timeout"] ?? "10000", 0, 3_600_000),

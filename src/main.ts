@@ -66,6 +66,9 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
       `on ${process.platform}, SO_REUSEPORT does not spread connections across shards: only Linux balances them`,
     );
   }
+  if (runtime.reusePortGap && config.mode === "threads") {
+    exit(EXIT.failed, `${runtime.reusePortGap}, and threads mode has no node:cluster fallback`);
+  }
   if (runtime.reusePortGap) {
     if (config.strict) exit(EXIT.failed, `${runtime.reusePortGap} (--strict)`);
     log.warn(
@@ -112,7 +115,7 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     );
   }
   log.info(
-    `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid})`,
+    `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
 }
 

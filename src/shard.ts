@@ -3,17 +3,38 @@
  * and drain when told to (or when the launcher is gone).
  * @module
  */
+import { isMainThread, parentPort } from "node:worker_threads";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { log } from "./log.ts";
 import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
 import { ListenError, type Listener, type Runtime } from "./types.ts";
 
-function send(message: ShardMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (!process.send || !process.connected) return resolve();
-    process.send(message, undefined, {}, () => resolve());
-  });
+/** The way to the launcher: the IPC channel of a child process, or the port of a worker thread. */
+interface LauncherChannel {
+  send(message: ShardMessage): Promise<void>;
+  onMessage(listener: (message: LauncherMessage) => void): void;
+  /** The launcher is gone. A thread cannot outlive it, so only a process listens. */
+  onGone(listener: () => void): void;
 }
+
+const processChannel: LauncherChannel = {
+  send: (message) =>
+    new Promise((resolve) => {
+      if (!process.send || !process.connected) return resolve();
+      process.send(message, undefined, {}, () => resolve());
+    }),
+  onMessage: (listener) => process.on("message", listener),
+  onGone: (listener) => process.on("disconnect", listener),
+};
+
+const threadChannel: LauncherChannel = {
+  send: async (message) => parentPort?.postMessage(message),
+  onMessage: (listener) => parentPort?.on("message", listener),
+  onGone: () => {},
+};
+
+const channel = isMainThread ? processChannel : threadChannel;
+const send = channel.send;
 
 async function fail(stage: "load" | "listen", error: unknown): Promise<never> {
   const message = (error as Error)?.message ?? String(error);
@@ -24,7 +45,8 @@ async function fail(stage: "load" | "listen", error: unknown): Promise<never> {
 
 export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void> {
   // Ctrl-C reaches every process of the terminal's group: the launcher decides what it means.
-  process.on("SIGINT", () => {});
+  // (process.exit in a worker thread ends only that thread.)
+  if (isMainThread) process.on("SIGINT", () => {});
 
   let listener: Listener | undefined;
   let draining = false;
@@ -42,12 +64,12 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     clearTimeout(cut);
     process.exit(0);
   };
-  process.on("SIGTERM", drain);
-  process.on("message", (message: LauncherMessage) => {
+  if (isMainThread) process.on("SIGTERM", drain);
+  channel.onMessage((message) => {
     if (message?.type === "drain") drain();
   });
   // The launcher is gone (even SIGKILLed): its end of the IPC channel closed. No orphans.
-  process.on("disconnect", drain);
+  channel.onGone(drain);
 
   const app = await loadApp(spec.app, runtime).catch((error) => fail("load", error));
   listener = await runtime

@@ -5,10 +5,19 @@
  * @module
  */
 import type { ChildProcess } from "node:child_process";
+import type { EventEmitter } from "node:events";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";
 import { isShardMessage, type LauncherMessage, SHARD_ENV, type ShardSpec } from "./protocol.ts";
+import { ThreadShard } from "./threads.ts";
 import type { Runtime } from "./types.ts";
+
+/** A shard's process or thread, as the supervisor drives it (a ChildProcess or a ThreadShard). */
+export type ShardHandle = EventEmitter &
+  Pick<ChildProcess, "pid" | "connected" | "kill"> & {
+    send(message: LauncherMessage): boolean;
+    label?: string;
+  };
 
 /** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
 export class ShardStartError extends Error {
@@ -40,11 +49,11 @@ class Shard {
   readyAt = 0;
   exitReason = "";
   readonly index: number;
-  readonly child: ChildProcess;
+  readonly child: ShardHandle;
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
 
-  constructor(index: number, child: ChildProcess, readyTimeoutMs: number) {
+  constructor(index: number, child: ShardHandle, readyTimeoutMs: number) {
     this.index = index;
     this.child = child;
     this.exited = new Promise((resolve) => {
@@ -91,6 +100,11 @@ class Shard {
     return this.child.pid;
   }
 
+  /** `pid 4242`, or `thread 7` in threads mode. */
+  get label(): string {
+    return this.child.label ?? `pid ${this.child.pid}`;
+  }
+
   /** Asks the shard to stop accepting and finish its requests; it exits by itself. */
   drain(): void {
     if (this.state === "exited") return;
@@ -133,10 +147,11 @@ export class Supervisor {
   private spawn(index: number, generation: number): Shard {
     const { host, port, app, http, drainTimeoutMs } = this.config;
     const spec: ShardSpec = { index, generation, host, port, app, http, drainTimeoutMs };
-    const child = this.runtime.spawnShard(
-      { ...process.env, [SHARD_ENV]: JSON.stringify(spec) },
-      { host, port, app },
-    );
+    const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
+    const child: ShardHandle =
+      this.config.mode === "threads"
+        ? new ThreadShard(this.runtime.entry, env)
+        : this.runtime.spawnShard(env, { host, port, app });
     const shard = new Shard(index, child, this.config.readyTimeoutMs);
     shard.exited.then(() => this.onExit(shard));
     return shard;
@@ -157,10 +172,6 @@ export class Supervisor {
       throw failure.reason;
     }
     this.serving = true;
-  }
-
-  pids(): number[] {
-    return this.slots.flatMap((shard) => (shard?.pid ? [shard.pid] : []));
   }
 
   private onExit(shard: Shard): void {
@@ -184,14 +195,14 @@ export class Supervisor {
       return;
     }
     const delay = Math.min(RESTART_DELAY_MS * 2 ** (crashes - 1), RESTART_DELAY_MAX_MS);
-    log.warn(`shard ${index} (pid ${shard.pid}) ${shard.exitReason}; restarting in ${delay} ms`);
+    log.warn(`shard ${index} (${shard.label}) ${shard.exitReason}; restarting in ${delay} ms`);
     this.restartTimers[index] = setTimeout(() => {
       this.restartTimers[index] = undefined;
       if (this.stopping || this.slots[index] !== undefined) return;
       const next = this.spawn(index, this.generation);
       this.slots[index] = next;
       next.ready.then(
-        () => log.info(`shard ${index} restarted as pid ${next.pid}`),
+        () => log.info(`shard ${index} restarted as ${next.label}`),
         (error: Error) => log.warn(error.message),
       );
     }, delay);
@@ -235,7 +246,7 @@ export class Supervisor {
       this.slots[index] = next;
       this.crashes[index] = 0;
       if (old) this.retire(old);
-      log.info(`reload ${index + 1}/${total}: shard ${index} pid ${old?.pid ?? "-"} -> ${next.pid}`);
+      log.info(`reload ${index + 1}/${total}: shard ${index} ${old?.label ?? "-"} -> ${next.label}`);
     }
     this.generation = generation;
     log.info(

@@ -44,6 +44,8 @@ export class ListenError extends Error {
 export interface Runtime {
   readonly name: "bun" | "deno" | "node";
   readonly version: string;
+  /** This runtime's entry module: what a shard thread runs in threads mode. */
+  readonly entry: string;
   /**
    * Starts one shard: this runtime's entry in a child process whose fd 3 is the IPC channel.
    * `env` carries the shard's spec (see protocol.ts).

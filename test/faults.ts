@@ -48,11 +48,12 @@ export function faultSuite(rt: RuntimeUnderTest): void {
 
     /** 5 rolling reloads of 4 shards under fresh-connection load; returns the load's figures. */
     async function reloadUnderLoad(extra: string[]) {
+      const threads = extra.includes("threads");
       const port = freshPort();
       const app = await start(rt, ["--shards", "4", "--port", String(port), ...extra, FAULT_APP]);
       assert.doesNotMatch(app.output(), /tcp_migrate_req is 0/, "no warning where migration is on");
       const first = childrenOf(app.launcherPid);
-      assert.equal(first.length, 4);
+      assert.equal(first.length, threads ? 0 : 4);
       const traffic = load(app.url, { concurrency: 8 });
       const retired = new Set(first);
       for (let generation = 1; generation <= 5; generation++) {
@@ -72,23 +73,48 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       );
       assert.equal(stats.non2xx, 0);
       assert.ok(stats.ok > 100, `the load ran: ${stats.ok}`);
-      assert.match(app.output(), /reload 3\/4: shard 2 pid \d+ -> \d+/);
+      assert.match(app.output(), /reload 3\/4: shard 2 (pid|thread) \d+ -> (pid|thread) \d+/);
+      for (let i = 0; i < 40; i++)
+        assert.match((await get(app.url)).body, /generation 5/, "only the newest generation answers");
 
-      const now = await shardPids(app.url, 4);
-      assert.equal(now.size, 4);
-      for (const pid of now) assert.ok(!retired.has(pid), `pid ${pid} is of an old generation`);
-      assert.match((await get(app.url)).body, /generation 5/);
-      const current = new Set(childrenOf(app.launcherPid));
-      for (const pid of retired)
-        if (!current.has(pid)) assert.ok(await eventually(() => !isAlive(pid), 15_000));
-      assert.ok(
-        [...retired].every((pid) => !isAlive(pid)),
-        "no process of an old generation remains",
-      );
+      if (!threads) {
+        const now = await shardPids(app.url, 4);
+        assert.equal(now.size, 4);
+        for (const pid of now) assert.ok(!retired.has(pid), `pid ${pid} is of an old generation`);
+        const current = new Set(childrenOf(app.launcherPid));
+        for (const pid of retired)
+          if (!current.has(pid)) assert.ok(await eventually(() => !isAlive(pid), 15_000));
+        assert.ok(
+          [...retired].every((pid) => !isAlive(pid)),
+          "no process of an old generation remains",
+        );
+      }
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
       return stats;
     }
+
+    test("threads mode: reloads under load lose nothing; a dying thread is restarted; SIGTERM drains", async () => {
+      const extra = ["--mode", "threads", ...(rt.lossyNativeDrain ? ["--http", "node"] : [])];
+      const stats = await reloadUnderLoad(extra);
+      assert.equal(stats.failed, 0, `failed requests: ${stats.errors.join("; ")}`);
+
+      const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), ...extra, FAULT_APP]);
+      assert.equal(
+        await get(`${app.url}/exit`).then(
+          () => "answered",
+          () => "lost",
+        ),
+        "lost",
+      );
+      await app.waitFor(/shard \d restarted as thread \d+/);
+      assert.equal((await get(app.url)).status, 200);
+      const slow = get(`${app.url}/slow?ms=1000`, 10_000);
+      await app.waitFor(/slow request started/);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal((await slow).status, 200);
+      assert.equal(await app.exited, 0);
+    });
 
     if (rt.lossyNativeDrain) {
       test("reload under load with --http node: 5 SIGHUP reloads, 0 failed, only new pids after", async () => {

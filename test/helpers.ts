@@ -130,7 +130,7 @@ export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, st
 export async function start(rt: RuntimeUnderTest, args: string[], env: Record<string, string> = {}) {
   const proc = run(rt, args, env);
   const match = await proc.waitFor(
-    /listening on (\S+) with (\d+) shards \((\w+) ([\d.]+), launcher pid (\d+)\)/,
+    /listening on (\S+) with (\d+) shards \((\w+) ([\d.]+), launcher pid (\d+)(?:, threads)?\)/,
   );
   return { ...proc, url: match[1], shards: Number(match[2]), launcherPid: Number(match[5]) };
 }
@@ -163,17 +163,23 @@ export function get(url: string, timeoutMs = 5000): Promise<Reply> {
 
 export const pidOf = (body: string) => Number(/Hello from PID (\d+)/.exec(body)?.[1] ?? Number.NaN);
 
-/** `total` requests, each on a fresh connection, `concurrency` at a time; counts per pid. */
-export async function spread(url: string, total: number, concurrency = 8): Promise<Map<number, number>> {
-  const counts = new Map<number, number>();
+/** Which shard answered: `pid/index` from the demo app's body (threads share the pid). */
+export const shardOf = (body: string) => {
+  const match = /Hello from PID (\d+) \(shard (\d+)/.exec(body);
+  return match ? `${match[1]}/${match[2]}` : `${pidOf(body)}/?`;
+};
+
+/** `total` requests, each on a fresh connection, `concurrency` at a time; counts per shard. */
+export async function spread(url: string, total: number, concurrency = 8): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
   let sent = 0;
   const worker = async () => {
     while (sent < total) {
       sent++;
       const reply = await get(url);
       if (reply.status !== 200) throw new Error(`status ${reply.status}: ${reply.body}`);
-      const pid = pidOf(reply.body);
-      counts.set(pid, (counts.get(pid) ?? 0) + 1);
+      const shard = shardOf(reply.body);
+      counts.set(shard, (counts.get(shard) ?? 0) + 1);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));

@@ -25,35 +25,80 @@ import {
 /** The launcher's own lines: one per message, all prefixed. */
 const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
 
+/**
+ * Starts 4 shards, sends 800 requests on fresh connections, checks every shard answered and the
+ * spread is uniform (chi-squared p > 0.001, each shard at least half its fair share), then SIGTERM:
+ * exit 0 and a free port. Returns the pids that answered.
+ */
+async function spreadAndStop(rt: RuntimeUnderTest, extra: string[]) {
+  const port = freshPort();
+  const app = await start(rt, ["--shards", "4", "--port", String(port), ...extra]);
+  assert.equal(app.shards, 4);
+  assert.equal(app.url, `http://127.0.0.1:${port}`);
+  if (rt.fallback) assert.match(app.output(), /falling back to node:cluster/);
+
+  const total = 800;
+  const counts = await spread(app.url, total);
+  const shards = [...counts.keys()];
+  assert.equal(shards.length, 4, `4 shards answer: ${JSON.stringify([...counts])}`);
+  const pids = shards.map((shard) => Number(shard.split("/")[0]));
+  assert.ok(pids.every((pid) => Number.isInteger(pid)));
+  if (!extra.includes("threads")) assert.ok(pids.every((pid) => pid !== app.launcherPid));
+  const shares = [...counts.values()];
+  const { chi2, p } = chiSquaredUniformP(shares);
+  assert.ok(p > 0.001, `uniform spread: counts ${shares}, chi2 ${chi2.toFixed(2)}, p ${p}`);
+  for (const share of shares)
+    assert.ok(share >= total / 4 / 2, `each shard gets half its fair share: ${shares}`);
+
+  process.kill(app.launcherPid, "SIGTERM");
+  assert.equal(await app.exited, 0, app.output());
+  assert.ok(await portIsFree(port), "the port is free after the launcher exits");
+  return { launcherPid: app.launcherPid, pids };
+}
+
 export function shardSuite(rt: RuntimeUnderTest): void {
   describe(`shardport on ${rt.name}`, () => {
     after(killLeftovers);
     test("every shard answers, fresh connections spread evenly, SIGTERM drains and frees the port", async () => {
-      const port = freshPort();
-      const app = await start(rt, ["--shards", "4", "--port", String(port)]);
-      assert.equal(app.shards, 4);
-      assert.equal(app.url, `http://127.0.0.1:${port}`);
-      if (rt.fallback) assert.match(app.output(), /falling back to node:cluster/);
-
-      const total = 800;
-      const counts = await spread(app.url, total);
-      const pids = [...counts.keys()];
-      assert.equal(pids.length, 4, `4 shards answer: ${JSON.stringify([...counts])}`);
-      assert.ok(pids.every((pid) => Number.isInteger(pid) && pid !== app.launcherPid));
-      const shares = [...counts.values()];
-      const { chi2, p } = chiSquaredUniformP(shares);
-      assert.ok(p > 0.001, `uniform spread: counts ${shares}, chi2 ${chi2.toFixed(2)}, p ${p}`);
-      for (const share of shares)
-        assert.ok(share >= total / 4 / 2, `each shard gets half its fair share: ${shares}`);
-
-      process.kill(app.launcherPid, "SIGTERM");
-      assert.equal(await app.exited, 0, app.output());
+      const { pids } = await spreadAndStop(rt, []);
       assert.ok(
         pids.every((pid) => !isAlive(pid)),
         "no shard outlives the launcher",
       );
-      assert.ok(await portIsFree(port), "the port is free after the launcher exits");
     });
+
+    if (!rt.fallback) {
+      test("threads mode: every shard thread answers, fresh connections spread evenly, SIGTERM frees the port", async () => {
+        const { launcherPid, pids } = await spreadAndStop(rt, ["--mode", "threads"]);
+        assert.ok(
+          pids.every((pid) => pid === launcherPid),
+          "the shards are threads of the launcher",
+        );
+      });
+      test("threads mode: a port conflict or a shard that fails to start exits 1 with the reason", async () => {
+        const port = freshPort();
+        const holder = await plainListener(port);
+        const conflict = run(rt, ["--mode", "threads", "--shards", "2", "--port", String(port)]);
+        assert.equal(await conflict.exited, 1, conflict.output());
+        assert.match(
+          conflict.output(),
+          new RegExp(`127\\.0\\.0\\.1:${port} is in use by a listener without SO_REUSEPORT`),
+        );
+        await new Promise((resolve) => holder.close(resolve));
+        const failing = run(rt, [
+          "--mode",
+          "threads",
+          "--shards",
+          "2",
+          "--port",
+          String(port),
+          "test/fixtures/fails-in-shard-1.ts",
+        ]);
+        assert.equal(await failing.exited, 1, failing.output());
+        assert.match(failing.output(), /shard 1 failed to start: .*shard 1 refuses to start/);
+        assert.ok(await portIsFree(port));
+      });
+    }
 
     test("a user's app module (TypeScript Hono, or a plain { fetch }) is served; flags beat env", async () => {
       for (const [module, path, expected] of [
