@@ -1,0 +1,508 @@
+/**
+ * `npm run bench`: shardport against its peers on this machine, in one sitting with the same
+ * load for each, configurations alternated (A B C A B C ...), medians over repeats.
+ * Writes a Markdown table, a JSON file and an SVG chart to bench/results/ (see bench/README.md).
+ * @module
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { availableParallelism, cpus, tmpdir, totalmem } from "node:os";
+import { delimiter, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { renderChart } from "./chart.ts";
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const PEERS = join(ROOT, "bench", "peers");
+const RESULTS = join(ROOT, "bench", "results");
+const BIN = [join(ROOT, "node_modules", ".bin"), join(ROOT, "tools", "node_modules", ".bin")];
+const ENV = { ...process.env, PATH: [...BIN, process.env.PATH].join(delimiter), NO_COLOR: "1" };
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    repeats: { type: "string" },
+    duration: { type: "string" },
+    connections: { type: "string", default: "64" },
+    only: { type: "string" },
+  },
+});
+const quick = opts.quick ?? false;
+const repeats = Number(opts.repeats ?? (quick ? 1 : 3));
+const durationS = Number(opts.duration ?? (quick ? 1 : 2));
+const connections = Number(opts.connections);
+
+// CPUs: with 4 or more, servers get the first half and wrk the second; below that they share.
+const cores = availableParallelism();
+const split = cores >= 4;
+const serverCpus = split ? `0-${cores / 2 - 1}` : "";
+const wrkCpus = split ? `${cores / 2}-${cores - 1}` : "";
+const serverCores = split ? cores / 2 : cores;
+const wrkThreads = Math.max(1, split ? cores / 2 : 1);
+const maxShards = Math.max(2, serverCores);
+const shardCounts = quick ? [maxShards] : [...new Set([1, 2, 4, 8, 16, 32].filter((n) => n <= maxShards))];
+
+type Workload = "keep-alive" | "close";
+const WORKLOADS: Workload[] = ["keep-alive", "close"];
+
+interface Config {
+  /** Series name in the table and chart. */
+  name: string;
+  runtime: "bun" | "deno" | "node";
+  shards: number;
+  /** The command, started with PORT (and WORKERS / DENO_JOBS) in its environment. */
+  start(port: number): ChildProcess[];
+  /** Sockets that must listen before the load starts. */
+  listeners: number;
+  /** Set where the responses cannot say which shard answered. */
+  sharesHidden?: boolean;
+}
+
+function launch(command: string[], env: Record<string, string> = {}): ChildProcess {
+  const full = split ? ["taskset", "-c", serverCpus, ...command] : command;
+  return spawn(full[0], full.slice(1), {
+    cwd: ROOT,
+    env: { ...ENV, ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+    detached: true,
+  });
+}
+
+const entry = {
+  bun: (args: string[]) => ["bun", "runtimes/bun.ts", ...args],
+  deno: (args: string[]) => [
+    "deno",
+    "run",
+    "--unstable-net",
+    "--no-prompt",
+    "--allow-net",
+    "--allow-run",
+    "--allow-env",
+    "--allow-read",
+    "--allow-write",
+    "--allow-sys=uid",
+    "runtimes/deno.ts",
+    ...args,
+  ],
+  node: (args: string[]) => ["node", "dist/node.js", ...args],
+};
+const plain = {
+  bun: ["bun", "bench/peers/plain.js"],
+  deno: [
+    "deno",
+    "run",
+    "--unstable-net",
+    "--allow-net",
+    "--allow-env",
+    "--allow-read",
+    "bench/peers/plain.js",
+  ],
+  node: ["node", "bench/peers/plain.js"],
+};
+
+let pm2Home = "";
+/**
+ * shardport at every shard count; at the largest one, the peers: N plain reusePort processes
+ * (the ceiling for the launcher's overhead), threads mode, node:cluster, PM2, deno serve --parallel.
+ */
+function configs(): Config[] {
+  const list: Config[] = [];
+  const top = shardCounts[shardCounts.length - 1];
+  for (const runtime of ["bun", "deno", "node"] as const) {
+    list.push({
+      name: `${runtime} 1 process, no launcher`,
+      runtime,
+      shards: 1,
+      listeners: 1,
+      start: (port) => [launch(plain[runtime], { PORT: String(port) })],
+    });
+    for (const shards of shardCounts) {
+      list.push({
+        name: `${runtime} shardport`,
+        runtime,
+        shards,
+        listeners: shards,
+        start: (port) => [launch(entry[runtime](["--shards", String(shards), "--port", String(port)]))],
+      });
+    }
+    list.push({
+      name: `${runtime} shardport threads`,
+      runtime,
+      shards: top,
+      listeners: top,
+      start: (port) => [
+        launch(entry[runtime](["--mode", "threads", "--shards", String(top), "--port", String(port)])),
+      ],
+    });
+    list.push({
+      name: `${runtime} N plain reusePort processes`,
+      runtime,
+      shards: top,
+      listeners: top,
+      start: (port) => Array.from({ length: top }, () => launch(plain[runtime], { PORT: String(port) })),
+    });
+  }
+  list.push({
+    name: "deno serve --parallel",
+    runtime: "deno",
+    shards: top,
+    listeners: 1,
+    // One process: its isolates cannot be told apart in the responses.
+    sharesHidden: true,
+    start: (port) => [
+      launch(
+        [
+          "deno",
+          "serve",
+          "--parallel",
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(port),
+          "bench/peers/deno-serve.js",
+        ],
+        { DENO_JOBS: String(top) },
+      ),
+    ],
+  });
+  list.push({
+    name: "node:cluster",
+    runtime: "node",
+    shards: top,
+    listeners: 1,
+    start: (port) => [
+      launch(["node", "bench/peers/node-cluster.js"], { PORT: String(port), WORKERS: String(top) }),
+    ],
+  });
+  list.push({
+    name: "pm2 cluster mode",
+    runtime: "node",
+    shards: top,
+    listeners: 1,
+    start: (port) => {
+      pm2Home = mkdtempSync(join(tmpdir(), "shardport-pm2-"));
+      const env = { PM2_HOME: pm2Home, PORT: String(port) };
+      const pm2 = ["pm2", "start", "bench/peers/pm2-app.cjs", "-i", String(top), "--name", "bench"];
+      const command = split ? ["taskset", "-c", serverCpus, ...pm2] : pm2;
+      execFileSync(command[0], command.slice(1), { cwd: ROOT, env: { ...ENV, ...env }, stdio: "ignore" });
+      return [];
+    },
+  });
+  return opts.only ? list.filter((config) => config.name.includes(opts.only as string)) : list;
+}
+
+function stop(children: ChildProcess[]): void {
+  for (const child of children) {
+    try {
+      if (child.pid) process.kill(-child.pid, "SIGKILL");
+    } catch {}
+  }
+  if (pm2Home) {
+    try {
+      execFileSync("pm2", ["kill"], { env: { ...ENV, PM2_HOME: pm2Home }, stdio: "ignore" });
+    } catch {}
+    rmSync(pm2Home, { recursive: true, force: true });
+    pm2Home = "";
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function listening(port: number): number {
+  let count = 0;
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const row of readFileSync(table, "utf8").split("\n").slice(1)) {
+      const cols = row.trim().split(/\s+/);
+      if (cols[3] === "0A" && Number.parseInt(cols[1].split(":")[1], 16) === port) count++;
+    }
+  }
+  return count;
+}
+
+async function ready(port: number, listeners: number): Promise<boolean> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (listening(port) >= listeners) {
+      const ok = await fetch(`http://127.0.0.1:${port}/`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) return true;
+    }
+    await sleep(50);
+  }
+  return false;
+}
+
+/** RSS (kB) of every process whose parent chain reaches one of `roots`, or of PM2's processes. */
+function rssKb(roots: number[]): number {
+  const parent = new Map<number, number>();
+  const rss = new Map<number, number>();
+  const pm2 = new Set<number>();
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
+      parent.set(pid, Number(/PPid:\s+(\d+)/.exec(status)?.[1]));
+      rss.set(pid, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0));
+      if (pm2Home && readFileSync(`/proc/${pid}/environ`, "utf8").includes(`PM2_HOME=${pm2Home}`))
+        pm2.add(pid);
+    } catch {}
+  }
+  let total = 0;
+  for (const [pid, kb] of rss) {
+    let p: number | undefined = pid;
+    for (let hops = 0; p && hops < 32; hops++, p = parent.get(p)) {
+      if (roots.includes(p) || pm2.has(pid)) {
+        total += kb;
+        break;
+      }
+    }
+  }
+  return total;
+}
+
+interface Sample {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  /** wrk's read errors: connections the server closed or reset where wrk expected more. */
+  readErrors: number;
+  rssKbPerShard: number;
+  shares: number[];
+}
+
+const toMs = (text: string | undefined) => {
+  const match = /([\d.]+)(us|ms|s)/.exec(text ?? "");
+  if (!match) return Number.NaN;
+  return Number(match[1]) * { us: 0.001, ms: 1, s: 1000 }[match[2] as "us" | "ms" | "s"];
+};
+
+function wrk(port: number, workload: Workload, seconds: number, script?: string): string {
+  const args = [`-t${wrkThreads}`, `-c${connections}`, `-d${seconds}s`, "--latency"];
+  if (workload === "close") args.push("-H", "Connection: close");
+  if (script) args.push("-s", script);
+  args.push(`http://127.0.0.1:${port}/`);
+  const command = split ? ["taskset", "-c", wrkCpus, "wrk", ...args] : ["wrk", ...args];
+  return execFileSync(command[0], command.slice(1), { encoding: "utf8", timeout: (seconds + 30) * 1000 });
+}
+
+async function measure(config: Config, port: number): Promise<Record<Workload, Sample> | undefined> {
+  const children = config.start(port);
+  try {
+    if (!(await ready(port, config.listeners))) {
+      console.error(`  ${config.name} x${config.shards}: not ready in 20 s, skipped`);
+      return undefined;
+    }
+    const result = {} as Record<Workload, Sample>;
+    for (const workload of WORKLOADS) {
+      // Warm up once (JIT, connection pools); the close workload then runs on a warm server.
+      if (workload === "keep-alive" && !quick) wrk(port, workload, 1);
+      const out = wrk(port, workload, durationS);
+      const rssTotal = rssKb(children.map((child) => child.pid ?? -1));
+      const sharesOut = wrk(port, workload, 1, join(PEERS, "shares.lua"));
+      const shares = [...sharesOut.matchAll(/^SHARE .* (\d+)$/gm)].map((m) => Number(m[1]));
+      const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      result[workload] = {
+        rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+        p50Ms: toMs(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
+        p99Ms: toMs(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
+        errors:
+          (socketErrors ? Number(socketErrors[1]) + Number(socketErrors[3]) + Number(socketErrors[4]) : 0) +
+          Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+        readErrors: socketErrors ? Number(socketErrors[2]) : 0,
+        rssKbPerShard: Math.round(rssTotal / config.shards),
+        shares,
+      };
+    }
+    return result;
+  } finally {
+    stop(children);
+    const deadline = Date.now() + 5000;
+    while (listening(port) > 0 && Date.now() < deadline) await sleep(20);
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+export interface Row {
+  name: string;
+  runtime: string;
+  shards: number;
+  workload: Workload;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  readErrors: number;
+  rssMbPerShard: number;
+  /** Smallest and largest shard's share of the responses, in % of a fair share. */
+  fairMinPct: number;
+  fairMaxPct: number;
+  runs: number[];
+}
+
+function fairness(shares: number[], shards: number): [number, number] {
+  if (shards < 2 || shares.length === 0) return [100, 100];
+  const total = shares.reduce((a, b) => a + b, 0);
+  const fair = total / shards;
+  const padded = [...shares, ...Array(Math.max(0, shards - shares.length)).fill(0)];
+  return [Math.round((Math.min(...padded) / fair) * 100), Math.round((Math.max(...padded) / fair) * 100)];
+}
+
+async function main(): Promise<void> {
+  try {
+    execFileSync("wrk", ["--version"], { stdio: "ignore" });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+      console.error(
+        "bench: wrk is missing; install it with `apt-get install wrk` (Debian/Ubuntu) and run again",
+      );
+      process.exit(1);
+    }
+  }
+  if (!existsSync(join(ROOT, "dist", "node.js")))
+    execFileSync("npm", ["run", "build"], { cwd: ROOT, env: ENV });
+  const list = configs();
+  const machine = `${cpus()[0]?.model.trim() ?? "unknown CPU"}, ${cores} CPUs, ${Math.round(totalmem() / 2 ** 30)} GiB, ${process.platform} ${readFileSync("/proc/sys/kernel/osrelease", "utf8").trim()}`;
+  const cpuNote = split
+    ? `servers on CPUs ${serverCpus}, wrk (${wrkThreads} threads) on CPUs ${wrkCpus}`
+    : `servers and wrk (${wrkThreads} thread) share all ${cores} CPUs: too few to separate them`;
+  console.log(
+    `bench: ${list.length} configurations x ${repeats} repeats, ${durationS} s per measurement, ${connections} connections`,
+  );
+  console.log(`bench: ${machine}; ${cpuNote}`);
+
+  const samples = new Map<string, Record<Workload, Sample>[]>();
+  let port = 24000;
+  for (let round = 1; round <= repeats; round++) {
+    for (const config of list) {
+      port = port >= 24900 ? 24000 : port + 1;
+      const key = `${config.name}|${config.shards}`;
+      const result = await measure(config, port);
+      if (result) samples.set(key, [...(samples.get(key) ?? []), result]);
+      const ka = result?.["keep-alive"].rps ?? 0;
+      const cl = result?.close.rps ?? 0;
+      console.log(
+        `  round ${round}: ${config.name} x${config.shards}: ${Math.round(ka)} req/s keep-alive, ${Math.round(cl)} req/s close`,
+      );
+    }
+  }
+
+  const rows: Row[] = [];
+  for (const config of list) {
+    const runs = samples.get(`${config.name}|${config.shards}`) ?? [];
+    for (const workload of WORKLOADS) {
+      const of = (pick: (s: Sample) => number) => median(runs.map((r) => pick(r[workload])));
+      const shareRuns = config.sharesHidden
+        ? []
+        : runs.map((r) => fairness(r[workload].shares, config.shards));
+      rows.push({
+        name: config.name,
+        runtime: config.runtime,
+        shards: config.shards,
+        workload,
+        rps: Math.round(of((s) => s.rps)),
+        p50Ms: of((s) => s.p50Ms),
+        p99Ms: of((s) => s.p99Ms),
+        errors: runs.reduce((sum, r) => sum + r[workload].errors, 0),
+        readErrors: runs.reduce((sum, r) => sum + r[workload].readErrors, 0),
+        rssMbPerShard: Math.round(of((s) => s.rssKbPerShard) / 102.4) / 10,
+        fairMinPct: median(shareRuns.map(([min]) => min)),
+        fairMaxPct: median(shareRuns.map(([, max]) => max)),
+        runs: runs.map((r) => Math.round(r[workload].rps)),
+      });
+    }
+  }
+  const report = renderReport(rows, {
+    machine,
+    cpuNote,
+    repeats,
+    durationS,
+    connections,
+    date: new Date().toISOString(),
+  });
+  console.log(`\n${report}`);
+  mkdirSync(RESULTS, { recursive: true });
+  const stem = quick ? "quick" : "latest";
+  writeFileSync(join(RESULTS, `${stem}.md`), `${report}\n`);
+  writeFileSync(
+    join(RESULTS, `${stem}.json`),
+    `${JSON.stringify({ machine, cpuNote, repeats, durationS, connections, date: new Date().toISOString(), rows }, null, 2)}\n`,
+  );
+  writeFileSync(join(RESULTS, `${stem}.svg`), renderChart(rows, `${machine}; ${cpuNote}`));
+  console.log(`bench: wrote bench/results/${stem}.md, ${stem}.json and ${stem}.svg`);
+}
+
+interface Meta {
+  machine: string;
+  cpuNote: string;
+  repeats: number;
+  durationS: number;
+  connections: number;
+  date: string;
+}
+
+function renderReport(rows: Row[], meta: Meta): string {
+  const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
+  const lines = [
+    `Benchmark of ${meta.date.slice(0, 10)}: ${meta.machine}; ${meta.cpuNote}. Median of ${meta.repeats} runs of ${meta.durationS} s each, wrk with ${meta.connections} connections, configurations alternated.`,
+    "",
+    "| configuration | shards | workload | req/s | p50 ms | p99 ms | errors | read errors | RSS/shard MB | shares (min–max % of fair) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const row of rows) {
+    lines.push(
+      `| ${row.name} | ${row.shards} | ${row.workload} | ${row.rps.toLocaleString("en-US")} | ${fmt(row.p50Ms)} | ${fmt(row.p99Ms)} | ${row.errors} | ${row.readErrors} | ${fmt(row.rssMbPerShard, 1)} | ${row.shards > 1 && Number.isFinite(row.fairMinPct) ? `${row.fairMinPct}–${row.fairMaxPct}` : "-"} |`,
+    );
+  }
+  const find = (name: string, shards: number, workload: Workload) =>
+    rows.find((r) => r.name === name && r.shards === shards && r.workload === workload);
+  const ratio = (a?: Row, b?: Row) => (a && b && b.rps > 0 ? (a.rps / b.rps).toFixed(2) : "-");
+  const top = Math.max(...rows.map((r) => r.shards));
+  lines.push("", `Targets at ${top} shards (ratios of medians):`, "");
+  lines.push("| target | keep-alive | close | goal |", "| --- | --- | --- | --- |");
+  for (const runtime of ["bun", "deno", "node"]) {
+    lines.push(
+      `| ${runtime} shardport / N plain reusePort processes | ${ratio(find(`${runtime} shardport`, top, "keep-alive"), find(`${runtime} N plain reusePort processes`, top, "keep-alive"))} | ${ratio(find(`${runtime} shardport`, top, "close"), find(`${runtime} N plain reusePort processes`, top, "close"))} | ≥ 0.97 |`,
+    );
+  }
+  for (const peer of ["node:cluster", "pm2 cluster mode"]) {
+    lines.push(
+      `| node shardport / ${peer} | ${ratio(find("node shardport", top, "keep-alive"), find(peer, top, "keep-alive"))} | ${ratio(find("node shardport", top, "close"), find(peer, top, "close"))} | ≥ 2 on close |`,
+    );
+  }
+  lines.push(
+    `| deno shardport / deno serve --parallel | ${ratio(find("deno shardport", top, "keep-alive"), find("deno serve --parallel", top, "keep-alive"))} | ${ratio(find("deno shardport", top, "close"), find("deno serve --parallel", top, "close"))} | ≥ 1 |`,
+  );
+  for (const runtime of ["bun", "deno", "node"]) {
+    lines.push(
+      `| ${runtime} threads / processes | ${ratio(find(`${runtime} shardport threads`, top, "keep-alive"), find(`${runtime} shardport`, top, "keep-alive"))} | ${ratio(find(`${runtime} shardport threads`, top, "close"), find(`${runtime} shardport`, top, "close"))} | ≥ 0.95 |`,
+    );
+  }
+  const rss = (name: string) => find(name, top, "keep-alive")?.rssMbPerShard ?? Number.NaN;
+  lines.push(
+    `| deno threads RSS / deno serve --parallel RSS | ${fmt(rss("deno shardport threads") / rss("deno serve --parallel"))} | | ≤ 1.10 |`,
+  );
+  return lines.join("\n");
+}
+
+await main();
