@@ -33,6 +33,8 @@ const { values: opts } = parseArgs({
     duration: { type: "string" },
     connections: { type: "string", default: "64" },
     only: { type: "string" },
+    shards: { type: "string" },
+    stem: { type: "string" },
   },
 });
 const quick = opts.quick ?? false;
@@ -47,8 +49,10 @@ const serverCpus = split ? `0-${cores / 2 - 1}` : "";
 const wrkCpus = split ? `${cores / 2}-${cores - 1}` : "";
 const serverCores = split ? cores / 2 : cores;
 const wrkThreads = Math.max(1, split ? cores / 2 : 1);
-const maxShards = Math.max(2, serverCores);
-const shardCounts = quick ? [maxShards] : [...new Set([1, 2, 4, 8, 16, 32].filter((n) => n <= maxShards))];
+// --shards N measures only N shards (say 8 on a small machine, for RSS: throughput then means little).
+const maxShards = Number(opts.shards ?? Math.max(2, serverCores));
+const shardCounts =
+  quick || opts.shards ? [maxShards] : [...new Set([1, 2, 4, 8, 16, 32].filter((n) => n <= maxShards))];
 
 type Workload = "keep-alive" | "close";
 const WORKLOADS: Workload[] = ["keep-alive", "close"];
@@ -442,7 +446,7 @@ async function main(): Promise<void> {
   });
   console.log(`\n${report}`);
   mkdirSync(RESULTS, { recursive: true });
-  const stem = quick ? "quick" : "latest";
+  const stem = opts.stem ?? (quick ? "quick" : "latest");
   writeFileSync(join(RESULTS, `${stem}.md`), `${report}\n`);
   writeFileSync(
     join(RESULTS, `${stem}.json`),
