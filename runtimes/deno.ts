@@ -64,7 +64,7 @@ export const deno: Runtime = {
       closeAll: () => abort.abort(),
     };
   },
-  // Deno wants --allow-all for /proc/net and /proc/sys; the launcher, which may run processes, asks cat.
+  // Deno wants --allow-all for /proc and /sys files; the launcher, which may run processes, asks cat.
   readProc: (path) => new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
 };
 

@@ -5,7 +5,7 @@
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { defaultShardCount } from "./cpus.ts";
+import { defaultShardCount, type ReadText } from "./cpus.ts";
 import type { HttpServer } from "./types.ts";
 
 export const MAX_SHARDS = 1024;
@@ -86,6 +86,7 @@ export function parseConfig(
   argv: string[],
   env: Record<string, string | undefined>,
   defaultApp: string,
+  readText?: ReadText,
 ): Config {
   let parsed: ReturnType<typeof parse>;
   const parse = (args: string[]) =>
@@ -151,7 +152,7 @@ export function parseConfig(
   }
   return {
     command,
-    shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(),
+    shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(readText),
     port: portIn
       ? integer(
           portIn.name,

@@ -10,18 +10,22 @@ import { availableParallelism } from "node:os";
 /** Root of the cgroup file system; tests point it at fake cgroup files. */
 const cgroupRoot = () => process.env.SHARDPORT_CGROUP_ROOT ?? "/sys/fs/cgroup";
 
-function read(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8").trim();
-  } catch {
-    return undefined;
-  }
-}
+/** Reads a file as text; a runtime whose fs guards /proc and /sys (Deno) passes its own. */
+export type ReadText = (path: string) => string;
+
+const readFs: ReadText = (path) => readFileSync(path, "utf8");
 
 /** CPUs allowed by the tightest quota on this process's cgroup path, or undefined if none. */
-export function cgroupCpuLimit(): number | undefined {
+export function cgroupCpuLimit(readText: ReadText = readFs): number | undefined {
+  const read = (path: string) => {
+    try {
+      return readText(path).trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  };
   const root = cgroupRoot();
-  const self = read(process.env.SHARDPORT_PROC_CGROUP ?? "/proc/self/cgroup") ?? "";
+  const self = read(process.env.SHARDPORT_PROC_CGROUP ?? `/proc/${process.pid}/cgroup`) ?? "";
   let limit: number | undefined;
   const consider = (quota: number, period: number) => {
     if (quota > 0 && period > 0) limit = Math.min(limit ?? Infinity, quota / period);
@@ -47,8 +51,8 @@ export function cgroupCpuLimit(): number | undefined {
 }
 
 /** How many shards to start when neither --shards nor SHARDS says. */
-export function defaultShardCount(): number {
-  const quota = cgroupCpuLimit();
+export function defaultShardCount(readText: ReadText = readFs): number {
+  const quota = cgroupCpuLimit(readText);
   const usable = availableParallelism();
   return Math.max(1, Math.min(usable, quota === undefined ? usable : Math.ceil(quota)));
 }

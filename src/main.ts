@@ -34,7 +34,9 @@ export const urlOf = (config: Pick<Config, "host" | "port">) =>
 async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> {
   let config: Config;
   try {
-    config = parseConfig(process.argv.slice(2), process.env, defaultApp);
+    config = parseConfig(process.argv.slice(2), process.env, defaultApp, (path) =>
+      runtime.readProc ? runtime.readProc(path) : readFileSync(path, "utf8"),
+    );
   } catch (error) {
     if (error instanceof UsageError) exit(EXIT.usage, error.message);
     throw error;

@@ -60,7 +60,7 @@ export interface Runtime {
   readonly reusePortGap?: string;
   /** Why a --http choice cannot work on this runtime, for each one that cannot. */
   readonly refusesHttp?: Partial<Record<HttpServer, string>>;
-  /** Reads a /proc file where the runtime's fs cannot (Deno guards /proc/net and /proc/sys behind -A). */
+  /** Reads a /proc or /sys file where the runtime's fs cannot (Deno guards them behind -A). */
   readProc?(path: string): string;
   /** Makes `import()` of a .ts module work where the runtime cannot strip types itself. */
   loadTypeScript?(): Promise<void>;

@@ -64,13 +64,21 @@ describe("CPU-aware default shard count", () => {
     withEnv(unlimited, () => assert.equal(cgroupCpuLimit(), undefined));
   });
 
-  test("the launcher starts one shard per CPU of the quota when --shards is not given", async () => {
-    const env = cgroup("cli", "0::/svc\n", { "svc/cpu.max": "100000 100000\n" });
-    const app = await start(RUNTIMES.node, ["--port", String(freshPort())], env);
-    assert.equal(app.shards, 1);
-    process.kill(app.launcherPid, "SIGTERM");
-    assert.equal(await app.exited, 0);
-  });
+  for (const rt of [RUNTIMES.bun, RUNTIMES.deno, RUNTIMES.node]) {
+    test(`${rt.name}: one shard per CPU of the quota, and of the affinity mask, without --shards`, async () => {
+      const env = cgroup(`cli-${rt.name}`, "0::/svc\n", { "svc/cpu.max": "100000 100000\n" });
+      const quota = await start(rt, ["--port", String(freshPort())], env);
+      assert.equal(quota.shards, 1);
+      process.kill(quota.launcherPid, "SIGTERM");
+      assert.equal(await quota.exited, 0);
+
+      const pinned = { ...rt, command: (args: string[]) => ["taskset", "-c", "0", ...rt.command(args)] };
+      const affinity = await start(pinned, ["--port", String(freshPort())]);
+      assert.equal(affinity.shards, 1);
+      process.kill(affinity.launcherPid, "SIGTERM");
+      assert.equal(await affinity.exited, 0);
+    });
+  }
 });
 
 describe("configuration", () => {
