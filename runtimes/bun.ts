@@ -5,9 +5,8 @@
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { isMainThread } from "node:worker_threads";
-import { main } from "../src/main.ts";
-import { SHARD_STDIO } from "../src/protocol.ts";
+import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
+import { isShardThread, SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
 
 const entry = fileURLToPath(import.meta.url);
@@ -33,6 +32,10 @@ export const bun: Runtime = {
   },
 };
 
+const defaultApp = fileURLToPath(new URL("../src/app.ts", import.meta.url));
+
+/** Starts shardport on Bun from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
+export const start = (options?: StartOptions): Promise<Launched> => startWith(bun, defaultApp, options);
+
 // A shard thread runs this module too (threads mode).
-if (import.meta.main || !isMainThread)
-  await main(bun, fileURLToPath(new URL("../src/app.ts", import.meta.url)));
+if (import.meta.main || isShardThread()) await main(bun, defaultApp);

@@ -6,9 +6,8 @@
 import { spawn } from "node:child_process";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { isMainThread } from "node:worker_threads";
-import { main } from "../src/main.ts";
-import { SHARD_STDIO } from "../src/protocol.ts";
+import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
+import { isShardThread, SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime, type ShardAccess } from "../src/types.ts";
 
 const entry = fileURLToPath(import.meta.url);
@@ -68,5 +67,10 @@ export const deno: Runtime = {
   readProc: (path) => new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
 };
 
+const defaultApp = `${root}/src/app.ts`;
+
+/** Starts shardport on Deno from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
+export const start = (options?: StartOptions): Promise<Launched> => startWith(deno, defaultApp, options);
+
 // A shard thread runs this module too (threads mode).
-if (import.meta.main || !isMainThread) await main(deno, `${root}/src/app.ts`);
+if (import.meta.main || isShardThread()) await main(deno, defaultApp);

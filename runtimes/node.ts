@@ -8,9 +8,8 @@ import { spawn } from "node:child_process";
 import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { isMainThread } from "node:worker_threads";
-import { main } from "../src/main.ts";
-import { SHARD_STDIO } from "../src/protocol.ts";
+import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
+import { isShardThread, SHARD_STDIO } from "../src/protocol.ts";
 import type { Runtime } from "../src/types.ts";
 import { listenNodeHttp } from "./node-http.ts";
 
@@ -53,5 +52,9 @@ const isEntry = process.argv[1] !== undefined && realpathSync(process.argv[1]) =
 const defaultApp = fileURLToPath(
   new URL(entry.endsWith(".js") ? "./app.js" : "../src/app.ts", import.meta.url),
 );
+
+/** Starts shardport on Node from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
+export const start = (options?: StartOptions): Promise<Launched> => startWith(node, defaultApp, options);
+
 // A shard thread runs this module too (threads mode).
-if (isEntry || !isMainThread) await main(node, defaultApp);
+if (isEntry || isShardThread()) await main(node, defaultApp);

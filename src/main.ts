@@ -4,6 +4,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
 import { signalLauncher, writePidFile } from "./control.ts";
@@ -31,12 +32,32 @@ function exit(code: number, message?: string): never {
 export const urlOf = (config: Pick<Config, "host" | "port">) =>
   `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
 
+const readProcFile = (runtime: Runtime) => (path: string) =>
+  runtime.readProc ? runtime.readProc(path) : readFileSync(path, "utf8");
+
+/** Why the launcher cannot serve, with the exit code the CLI gives it. */
+export class LaunchError extends Error {
+  readonly exitCode: number;
+  constructor(exitCode: number, message: string) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** A running launcher, as `start()` returns it. */
+export interface Launched {
+  url: string;
+  shards: number;
+  /** Rolling reload (what SIGHUP does); resolves when it has finished or stopped. */
+  reload(): Promise<void>;
+  /** Drains every shard; resolves when all have exited. */
+  stop(): Promise<void>;
+}
+
 async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> {
   let config: Config;
   try {
-    config = parseConfig(process.argv.slice(2), process.env, defaultApp, (path) =>
-      runtime.readProc ? runtime.readProc(path) : readFileSync(path, "utf8"),
-    );
+    config = parseConfig(process.argv.slice(2), process.env, defaultApp, readProcFile(runtime));
   } catch (error) {
     if (error instanceof UsageError) exit(EXIT.usage, error.message);
     throw error;
@@ -55,12 +76,30 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
       exit(EXIT.failed, (error as Error).message);
     }
   }
+  try {
+    await launch(runtime, config);
+  } catch (error) {
+    if (error instanceof LaunchError) exit(error.exitCode, error.message);
+    throw error;
+  }
+}
+
+/**
+ * Validates, starts every shard and waits for their handshakes, then takes SIGINT/SIGTERM
+ * (drain and exit 0; a second one kills at once) and SIGHUP (rolling reload).
+ * Throws a LaunchError before or instead of serving.
+ */
+export async function launch(runtime: Runtime, config: Config): Promise<Launched> {
   const refused = runtime.refusesHttp?.[config.http];
-  if (refused) exit(EXIT.usage, `--http ${config.http} is not available on ${runtime.name}: ${refused}`);
+  if (refused)
+    throw new LaunchError(
+      EXIT.usage,
+      `--http ${config.http} is not available on ${runtime.name}: ${refused}`,
+    );
   try {
     await loadApp(config.app, runtime);
   } catch (error) {
-    if (error instanceof AppModuleError) exit(EXIT.usage, error.message);
+    if (error instanceof AppModuleError) throw new LaunchError(EXIT.usage, error.message);
     throw error;
   }
   if (process.platform !== "linux") {
@@ -69,10 +108,13 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     );
   }
   if (runtime.reusePortGap && config.mode === "threads") {
-    exit(EXIT.failed, `${runtime.reusePortGap}, and threads mode has no node:cluster fallback`);
+    throw new LaunchError(
+      EXIT.failed,
+      `${runtime.reusePortGap}, and threads mode has no node:cluster fallback`,
+    );
   }
   if (runtime.reusePortGap) {
-    if (config.strict) exit(EXIT.failed, `${runtime.reusePortGap} (--strict)`);
+    if (config.strict) throw new LaunchError(EXIT.failed, `${runtime.reusePortGap} (--strict)`);
     log.warn(
       `${runtime.reusePortGap}: falling back to node:cluster (the launcher accepts and hands connections round robin)`,
     );
@@ -82,19 +124,22 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
   const supervisor = new Supervisor(runtime, config, (reason) => exit(EXIT.failed, reason));
   let stopping = false;
   const stop = async () => {
+    stopping = true;
+    log.info(`stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
+    await supervisor.stop();
+    log.info("stopped");
+  };
+  const onStopSignal = async () => {
     if (stopping) {
       log.warn("second signal: killing every shard now");
       supervisor.kill();
       exit(EXIT.forced);
     }
-    stopping = true;
-    log.info(`stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
-    await supervisor.stop();
-    log.info("stopped");
+    await stop();
     exit(EXIT.ok);
   };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  process.on("SIGINT", onStopSignal);
+  process.on("SIGTERM", onStopSignal);
   process.on("SIGHUP", () => {
     if (!stopping) supervisor.reload();
   });
@@ -102,13 +147,12 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
   try {
     await supervisor.start();
   } catch (error) {
-    if (stopping) return;
+    if (stopping) return new Promise(() => {}); // a signal is stopping us; it exits the process
     if (!(error instanceof ShardStartError)) throw error;
     const reason =
       error.code === "EADDRINUSE" ? explainAddrInUse(config.host, config.port, runtime) : error.message;
-    exit(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
+    throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
-  if (stopping) return;
   try {
     process.on("exit", writePidFile(config.host, config.port));
   } catch (error) {
@@ -119,6 +163,49 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
   log.info(
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
+  return { url: urlOf(config), shards: config.shards, reload: () => supervisor.reload(), stop };
+}
+
+/** The options of `start()`: the command line's flags, by name. */
+export interface StartOptions {
+  /** The app module (path or file URL); default: the demo app. */
+  app?: string | URL;
+  shards?: number;
+  port?: number;
+  host?: string;
+  mode?: "process" | "threads";
+  http?: "native" | "node";
+  drainTimeoutMs?: number;
+  readyTimeoutMs?: number;
+  strict?: boolean;
+}
+
+/**
+ * Starts shardport from your own entry file; resolves once every shard listens. Options are
+ * validated like the flags (a UsageError names the bad one); SHARDS, PORT and HOST still apply
+ * where an option is not given.
+ */
+export async function start(
+  runtime: Runtime,
+  defaultApp: string,
+  options: StartOptions = {},
+): Promise<Launched> {
+  const argv: string[] = [];
+  const flags: [string, unknown][] = [
+    ["shards", options.shards],
+    ["port", options.port],
+    ["host", options.host],
+    ["mode", options.mode],
+    ["http", options.http],
+    ["drain-timeout", options.drainTimeoutMs],
+    ["ready-timeout", options.readyTimeoutMs],
+  ];
+  for (const [flag, value] of flags) if (value !== undefined) argv.push(`--${flag}=${value}`);
+  if (options.strict) argv.push("--strict");
+  if (options.app !== undefined) {
+    argv.push(`--app=${options.app instanceof URL ? fileURLToPath(options.app) : options.app}`);
+  }
+  return launch(runtime, parseConfig(argv, process.env, defaultApp, readProcFile(runtime)));
 }
 
 /**

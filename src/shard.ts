@@ -5,6 +5,7 @@
  */
 import { isMainThread, parentPort } from "node:worker_threads";
 import { AppModuleError, loadApp } from "./app-module.ts";
+import { markDraining } from "./health.ts";
 import { log } from "./log.ts";
 import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
 import { ListenError, type Listener, type Runtime } from "./types.ts";
@@ -53,6 +54,7 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
   const drain = async () => {
     if (draining) return;
     draining = true;
+    markDraining();
     if (!listener) process.exit(0);
     const cut = setTimeout(() => {
       log.warn(

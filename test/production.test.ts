@@ -1,0 +1,149 @@
+// Running it for real: library use, the health middleware, and the deploy/ manifests.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { Hono } from "hono";
+import { parseAllDocuments } from "yaml";
+import { health, isDraining, markDraining } from "../src/health.ts";
+import { ENV, freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run, start } from "./helpers.ts";
+
+after(killLeftovers);
+
+const DENO_LAUNCHER_FLAGS = JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8"))
+  .tasks.start.split(" ")
+  .filter((word: string) => word.startsWith("--"));
+
+const library: RuntimeUnderTest[] = [
+  { name: "bun", runtime: "bun", command: () => ["bun", "test/fixtures/library/bun.ts"] },
+  {
+    name: "deno",
+    runtime: "deno",
+    command: () => ["deno", "run", ...DENO_LAUNCHER_FLAGS, "test/fixtures/library/deno.ts"],
+  },
+  { name: "node", runtime: "node", command: () => ["node", "test/fixtures/library/node.ts"] },
+];
+
+describe('library use: import { start } from "shardport/<runtime>"', () => {
+  for (const rt of library) {
+    test(`${rt.name}: start() refuses a bad option, then serves the app and drains on SIGTERM`, async () => {
+      const port = freshPort();
+      const proc = run(rt, [], { LIBRARY_PORT: String(port) });
+      await proc.waitFor(/LIBRARY-READY (\S+) 2/);
+      assert.match(proc.output(), /REFUSED --shards must be an integer from 1 to 1024, got '0'/);
+      const reply = await get(`http://127.0.0.1:${port}/`);
+      assert.match(reply.body, /\(fixture\)/);
+      const launcherPid = Number(/launcher pid (\d+)/.exec(proc.output())?.[1]);
+      process.kill(launcherPid, "SIGTERM");
+      assert.equal(await proc.exited, 0);
+    });
+  }
+
+  test("npm pack --dry-run and deno publish --dry-run pass", () => {
+    const packed = JSON.parse(
+      execFileSync("npm", ["pack", "--dry-run", "--json"], { cwd: ROOT, env: ENV, encoding: "utf8" }),
+    );
+    const files = packed[0].files.map((file: { path: string }) => file.path);
+    for (const path of [
+      "dist/node.js",
+      "dist/health.js",
+      "runtimes/bun.ts",
+      "runtimes/deno.ts",
+      "src/health.ts",
+      "LICENSE",
+    ]) {
+      assert.ok(files.includes(path), `${path} is in the npm package`);
+    }
+    execFileSync("deno", ["publish", "--dry-run", "--allow-dirty"], { cwd: ROOT, env: ENV, stdio: "pipe" });
+  });
+});
+
+describe("health middleware", () => {
+  test("liveness is always 200; readiness turns 503 once the shard drains", async () => {
+    const app = new Hono().use(health()).get("/", (c) => c.text("app"));
+    assert.equal((await app.request("/livez")).status, 200);
+    assert.equal((await app.request("/readyz")).status, 200);
+    assert.equal(await (await app.request("/")).text(), "app");
+    assert.equal(isDraining(), false);
+    markDraining();
+    assert.equal((await app.request("/readyz")).status, 503);
+    assert.equal((await app.request("/livez")).status, 200);
+  });
+});
+
+describe("deploy/", () => {
+  const drainTimeoutMs = 10_000;
+
+  test("the container entrypoint starts each runtime, bound to HOST, with the probes answering", async () => {
+    for (const runtime of ["bun", "deno", "node"] as const) {
+      const port = freshPort();
+      const entry: RuntimeUnderTest = {
+        name: runtime,
+        runtime,
+        command: (args) => ["deploy/entrypoint.sh", ...args],
+      };
+      const app = await start(entry, ["--shards", "2"], {
+        RUNTIME: runtime,
+        HOST: "127.0.0.1",
+        PORT: String(port),
+      });
+      assert.match(app.output(), new RegExp(`with 2 shards \\(${runtime} `));
+      assert.equal((await get(`${app.url}/readyz`)).status, 200);
+      assert.equal((await get(`${app.url}/livez`)).status, 200);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    }
+  });
+
+  test("Dockerfile: a build argument picks the runtime; binds 0.0.0.0; SIGTERM stops", () => {
+    const lines = readFileSync(join(ROOT, "deploy", "Dockerfile"), "utf8").split("\n");
+    const has = (pattern: RegExp) => lines.some((line) => pattern.test(line));
+    assert.ok(has(/^FROM \S+/));
+    assert.ok(has(/^ARG RUNTIME=/));
+    assert.ok(has(/HOST=0\.0\.0\.0/));
+    assert.ok(has(/^EXPOSE 8080$/));
+    assert.ok(has(/^STOPSIGNAL SIGTERM$/));
+    assert.ok(has(/^ENTRYPOINT \["\/app\/deploy\/entrypoint\.sh"\]$/));
+  });
+
+  test("Kubernetes: probes, preStop, grace period above the drain, CPU limit, Service", () => {
+    const docs = parseAllDocuments(readFileSync(join(ROOT, "deploy", "kubernetes.yaml"), "utf8")).map((d) =>
+      d.toJS(),
+    );
+    const deployment = docs.find((d) => d.kind === "Deployment");
+    const service = docs.find((d) => d.kind === "Service");
+    const pod = deployment.spec.template.spec;
+    const container = pod.containers[0];
+    assert.equal(container.readinessProbe.httpGet.path, "/readyz");
+    assert.equal(container.livenessProbe.httpGet.path, "/livez");
+    const preStop = container.lifecycle.preStop.exec.command;
+    assert.equal(preStop[0], "sleep");
+    const drainArg = container.args[container.args.indexOf("--drain-timeout") + 1];
+    assert.equal(Number(drainArg), drainTimeoutMs);
+    assert.ok(
+      pod.terminationGracePeriodSeconds > Number(preStop[1]) + drainTimeoutMs / 1000,
+      "the grace period outlasts preStop plus the drain",
+    );
+    assert.ok(container.resources.limits.cpu, "a CPU limit for the default shard count to read");
+    assert.deepEqual(
+      container.env.find((e: { name: string }) => e.name === "HOST"),
+      { name: "HOST", value: "0.0.0.0" },
+    );
+    assert.deepEqual(service.spec.selector, deployment.spec.selector.matchLabels);
+    assert.equal(service.spec.ports[0].targetPort, container.ports[0].name);
+  });
+
+  test("systemd: ExecReload sends SIGHUP, stop waits longer than the drain", () => {
+    const unit = new Map<string, string>();
+    for (const line of readFileSync(join(ROOT, "deploy", "shardport.service"), "utf8").split("\n")) {
+      const match = /^(\w+)=(.*)$/.exec(line.trim());
+      if (match) unit.set(match[1], match[2]);
+    }
+    assert.equal(unit.get("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert.equal(unit.get("KillSignal"), "SIGTERM");
+    assert.equal(unit.get("KillMode"), "mixed", "SIGTERM to the launcher only; it drains the shards");
+    assert.ok(Number(unit.get("TimeoutStopSec")) > drainTimeoutMs / 1000);
+    assert.match(unit.get("ExecStart") ?? "", /dist\/node\.js --drain-timeout 10000$/);
+  });
+});
