@@ -12,7 +12,7 @@ export const MAX_SHARDS = 1024;
 
 export interface Config {
   /** `serve` (the default) starts shards; `reload` and `stop` signal the launcher on host:port. */
-  command: "serve" | "reload" | "stop";
+  command: "serve" | "reload" | "stop" | "status";
   shards: number;
   port: number;
   host: string;
@@ -24,6 +24,10 @@ export interface Config {
   http: HttpServer;
   /** Exit 1 instead of falling back when SO_REUSEPORT cannot be used. */
   strict: boolean;
+  /** Port of the launcher's Prometheus endpoint, or undefined (off). */
+  metricsPort?: number;
+  /** One log line per request. */
+  accessLog: boolean;
   /** How long a shard may take to finish in-flight requests before they are cut. */
   drainTimeoutMs: number;
   /** How long a new shard may take to load the app and listen. */
@@ -34,7 +38,7 @@ export interface Config {
 export class UsageError extends Error {}
 
 export const USAGE = `Usage: shardport [options] [app-module]
-       shardport reload|stop [--host H] [--port N]
+       shardport reload|stop|status [--host H] [--port N]
 
 Serves the app module's default export (a Hono app or any { fetch }) from N processes that
 share one port with SO_REUSEPORT; the Linux kernel spreads connections between them.
@@ -42,7 +46,8 @@ share one port with SO_REUSEPORT; the Linux kernel spreads connections between t
   bun run start -- [options] [app]     deno task start [options] [app]     node dist/node.js [options] [app]
 
 reload: SIGHUP to the launcher on host:port (a rolling restart that loads the app anew);
-stop: SIGTERM to it (drain and exit). They find it through its pid file.
+stop: SIGTERM to it (drain and exit); status: a table of its shards. They find it through its
+pid file and control socket.
 
 Options (flags beat environment variables):
   --shards N           shards to start, 1-${MAX_SHARDS} (env SHARDS; default: CPUs this process may use)
@@ -52,6 +57,8 @@ Options (flags beat environment variables):
   --mode process|threads  shards as processes (default) or as worker threads of one process
   --http native|node   the shards' HTTP server: the runtime's own (default), or node:http, whose
                        drain loses nothing on Deno at about half Deno.serve's throughput
+  --metrics-port N     serve Prometheus metrics of all shards from the launcher on host:N (off)
+  --access-log         log one line per request
   --drain-timeout MS   time a stopping shard has to finish its requests (default 10000)
   --ready-timeout MS   time a new shard has to load and listen (default 10000)
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
@@ -60,7 +67,17 @@ Options (flags beat environment variables):
 Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start);
 2 bad command line or app module.`;
 
-const VALUE_FLAGS = ["shards", "port", "host", "app", "mode", "http", "drain-timeout", "ready-timeout"];
+const VALUE_FLAGS = [
+  "shards",
+  "port",
+  "host",
+  "app",
+  "mode",
+  "http",
+  "metrics-port",
+  "drain-timeout",
+  "ready-timeout",
+];
 
 function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
   const value = /^\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
@@ -101,6 +118,8 @@ export function parseConfig(
         app: { type: "string" },
         http: { type: "string", default: "native" },
         mode: { type: "string", default: "process" },
+        "metrics-port": { type: "string" },
+        "access-log": { type: "boolean", default: false },
         "drain-timeout": { type: "string" },
         "ready-timeout": { type: "string" },
         strict: { type: "boolean", default: false },
@@ -118,7 +137,7 @@ export function parseConfig(
   const { values } = parsed;
   let positionals = parsed.positionals;
   let command: Config["command"] = "serve";
-  if (positionals[0] === "reload" || positionals[0] === "stop") {
+  if (positionals[0] === "reload" || positionals[0] === "stop" || positionals[0] === "status") {
     command = positionals[0];
     positionals = positionals.slice(1);
     if (positionals.length > 0) throw new UsageError(`${command} takes no app module, got ${positionals[0]}`);
@@ -142,6 +161,10 @@ export function parseConfig(
   const host = hostIn?.raw.trim() ?? "127.0.0.1";
   if (host === "") throw new UsageError(`${hostIn?.name} must not be empty`);
   const app = values.app ?? positionals[0];
+  const metricsPort =
+    values["metrics-port"] === undefined
+      ? undefined
+      : integer("--metrics-port", values["metrics-port"], 1, 65535);
   const mode = values.mode as Config["mode"];
   if (mode !== "process" && mode !== "threads") {
     throw new UsageError(`--mode must be process or threads, got '${values.mode}'`);
@@ -166,6 +189,8 @@ export function parseConfig(
     app: app === undefined ? defaultApp : resolve(app),
     mode,
     http,
+    metricsPort,
+    accessLog: values["access-log"] ?? false,
     strict: values.strict ?? false,
     drainTimeoutMs: integer("--drain-timeout", values["drain-timeout"] ?? "10000", 0, 3_600_000),
     readyTimeoutMs: integer("--ready-timeout", values["ready-timeout"] ?? "10000", 1, 3_600_000),

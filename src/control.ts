@@ -1,9 +1,11 @@
 /**
  * How scripts reach a running launcher: a pid file per host:port in a directory that only the
- * launching user can use, read by `shardport reload` and `shardport stop`.
+ * launching user can use, read by `shardport reload` and `shardport stop`; and a control socket
+ * beside it that answers `shardport status`.
  * @module
  */
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -50,4 +52,63 @@ export function signalLauncher(host: string, port: number, signal: "SIGHUP" | "S
     throw new Error(`no shardport launcher for ${host}:${port} (pid ${pid} from ${path} is gone)`);
   }
   return pid;
+}
+
+const socketPath = (host: string, port: number) => pidFilePath(host, port).replace(/\.pid$/, ".sock");
+
+/**
+ * The launcher's control socket (mode 0600, beside the pid file): a client writes a command
+ * line (`status`) and reads one JSON answer. Returns the function that closes and removes it.
+ */
+export async function serveControl(
+  host: string,
+  port: number,
+  commands: Record<string, () => Promise<unknown>>,
+): Promise<() => void> {
+  const path = socketPath(host, port);
+  rmSync(path, { force: true });
+  const server = createServer((socket) => {
+    let line = "";
+    socket.setEncoding("utf8");
+    socket.on("error", () => {});
+    socket.on("data", async (chunk) => {
+      line += chunk;
+      if (!line.includes("\n")) return;
+      const command = commands[line.trim()];
+      const answer = command ? await command() : { error: `unknown command ${line.trim()}` };
+      socket.end(`${JSON.stringify(answer)}\n`);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, resolve);
+  });
+  chmodSync(path, 0o600);
+  server.unref();
+  return () => {
+    server.close();
+    rmSync(path, { force: true });
+  };
+}
+
+/** Sends `command` to the launcher on host:port and returns its JSON answer. */
+export function queryLauncher(host: string, port: number, command: string): Promise<unknown> {
+  const path = socketPath(host, port);
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const socket = connect(path, () => socket.write(`${command}\n`));
+    socket.setEncoding("utf8");
+    socket.setTimeout(5000, () => socket.destroy(new Error(`no answer from ${path}`)));
+    socket.on("data", (chunk) => {
+      text += chunk;
+    });
+    socket.on("end", () => resolve(JSON.parse(text)));
+    socket.on("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === "ENOENT" || error.code === "ECONNREFUSED"
+          ? new Error(`no shardport launcher for ${host}:${port} (no ${path})`)
+          : error,
+      ),
+    );
+  });
 }

@@ -7,12 +7,13 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
-import { signalLauncher, writePidFile } from "./control.ts";
+import { queryLauncher, serveControl, signalLauncher, writePidFile } from "./control.ts";
 import { log } from "./log.ts";
+import { serveMetrics } from "./metrics.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { SHARD_ENV } from "./protocol.ts";
 import { runShard } from "./shard.ts";
-import { ShardStartError, Supervisor } from "./supervisor.ts";
+import { ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
 import type { Runtime } from "./types.ts";
 
 /** Documented exit codes. */
@@ -65,6 +66,16 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
   if (config.help) {
     process.stdout.write(`${USAGE}\n`);
     exit(EXIT.ok);
+  }
+  if (config.command === "status") {
+    try {
+      process.stdout.write(
+        formatStatus((await queryLauncher(config.host, config.port, "status")) as LauncherStatus),
+      );
+      exit(EXIT.ok);
+    } catch (error) {
+      exit(EXIT.failed, (error as Error).message);
+    }
   }
   if (config.command !== "serve") {
     const signal = config.command === "reload" ? "SIGHUP" : "SIGTERM";
@@ -153,11 +164,34 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
       error.code === "EADDRINUSE" ? explainAddrInUse(config.host, config.port, runtime) : error.message;
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
+  if (config.metricsPort !== undefined) {
+    try {
+      await serveMetrics(supervisor, config);
+    } catch (error) {
+      await supervisor.stop();
+      throw new LaunchError(
+        EXIT.failed,
+        `cannot serve metrics on ${urlOf({ host: config.host, port: config.metricsPort })}: ${(error as Error).message}`,
+      );
+    }
+  }
   try {
     process.on("exit", writePidFile(config.host, config.port));
+    const status = async (): Promise<LauncherStatus> => ({
+      url: urlOf(config),
+      runtime: `${runtime.name} ${runtime.version}`,
+      mode: config.mode,
+      launcherPid: process.pid,
+      reloads: supervisor.reloads,
+      shards: (await supervisor.status()).map(({ stats, ...shard }) => ({
+        ...shard,
+        stats: stats && { ...stats, metrics: undefined },
+      })),
+    });
+    process.on("exit", await serveControl(config.host, config.port, { status }));
   } catch (error) {
     log.warn(
-      `no pid file, so \`reload\` and \`stop\` cannot find this launcher: ${(error as Error).message}`,
+      `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
     );
   }
   log.info(
@@ -227,4 +261,46 @@ function warnUnlessMigrating(runtime: Runtime): void {
       "this kernel has no net.ipv4.tcp_migrate_req (Linux < 5.14): a reload can reset queued connections",
     );
   }
+}
+
+/** What the control socket answers to `status`. */
+interface LauncherStatus {
+  url: string;
+  runtime: string;
+  mode: string;
+  launcherPid: number;
+  reloads: number;
+  shards: ShardStatus[];
+}
+
+function formatDuration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+}
+
+/** `shardport status`: one line for the launcher, then a table of its shards. */
+export function formatStatus(status: LauncherStatus): string {
+  const rows = [["shard", "pid", "state", "uptime", "requests", "rss", "restarts"]];
+  for (const shard of status.shards) {
+    rows.push([
+      String(shard.index),
+      shard.label,
+      shard.state,
+      shard.state === "exited" ? "-" : formatDuration(shard.uptimeMs),
+      shard.stats ? String(shard.stats.requests) : "-",
+      shard.stats ? `${(shard.stats.rssBytes / 2 ** 20).toFixed(1)} MB` : "-",
+      String(shard.restarts),
+    ]);
+  }
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  const table = rows.map((row) =>
+    row
+      .map((cell, column) => cell.padEnd(widths[column]))
+      .join("  ")
+      .trimEnd(),
+  );
+  const shared = status.mode === "threads" ? " (threads share one process: rss is the whole process)" : "";
+  return `${status.url}: ${status.runtime}, ${status.shards.length} shards in ${status.mode} mode, launcher pid ${status.launcherPid}, ${status.reloads} reloads${shared}\n${table.join("\n")}\n`;
 }

@@ -25,17 +25,32 @@ export interface ShardSpec {
   app: string;
   http: HttpServer;
   drainTimeoutMs: number;
+  /** Keep a prom-client registry of requests and latency (--metrics-port). */
+  metrics: boolean;
+  /** Log one line per request (--access-log). */
+  accessLog: boolean;
+}
+
+/** A shard's answer to a stats request. `metrics` is prom-client's getMetricsAsJSON(). */
+export interface ShardStats {
+  type: "stats";
+  id: number;
+  requests: number;
+  rssBytes: number;
+  heapBytes: number;
+  metrics?: unknown[];
 }
 
 /** Shard → launcher. */
 export type ShardMessage =
   | { type: "ready"; pid: number }
+  | ShardStats
   | { type: "failed"; stage: "load" | "listen"; code?: string; message: string };
 
 /** Launcher → shard. */
-export type LauncherMessage = { type: "drain" };
+export type LauncherMessage = { type: "drain" } | { type: "stats"; id: number };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
   const type = (value as { type?: unknown } | null)?.type;
-  return type === "ready" || type === "failed";
+  return type === "ready" || type === "failed" || type === "stats";
 }

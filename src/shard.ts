@@ -8,6 +8,7 @@ import { AppModuleError, loadApp } from "./app-module.ts";
 import { markDraining } from "./health.ts";
 import { log } from "./log.ts";
 import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
+import { instrument } from "./shard-stats.ts";
 import { ListenError, type Listener, type Runtime } from "./types.ts";
 
 /** The way to the launcher: the IPC channel of a child process, or the port of a worker thread. */
@@ -67,15 +68,19 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     process.exit(0);
   };
   if (isMainThread) process.on("SIGTERM", drain);
-  channel.onMessage((message) => {
+  let stats: ReturnType<typeof instrument> | undefined;
+  channel.onMessage(async (message) => {
     if (message?.type === "drain") drain();
+    if (message?.type === "stats" && stats)
+      send({ type: "stats", id: message.id, ...(await stats.snapshot()) });
   });
   // The launcher is gone (even SIGKILLed): its end of the IPC channel closed. No orphans.
   channel.onGone(drain);
 
   const app = await loadApp(spec.app, runtime).catch((error) => fail("load", error));
+  stats = instrument(app.fetch, spec);
   listener = await runtime
-    .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: app.fetch })
+    .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: stats.fetch })
     .catch((error) => fail("listen", error));
   await send({ type: "ready", pid: process.pid });
 }

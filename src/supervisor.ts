@@ -8,7 +8,13 @@ import type { ChildProcess } from "node:child_process";
 import type { EventEmitter } from "node:events";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";
-import { isShardMessage, type LauncherMessage, SHARD_ENV, type ShardSpec } from "./protocol.ts";
+import {
+  isShardMessage,
+  type LauncherMessage,
+  SHARD_ENV,
+  type ShardSpec,
+  type ShardStats,
+} from "./protocol.ts";
 import { ThreadShard } from "./threads.ts";
 import type { Runtime } from "./types.ts";
 
@@ -40,13 +46,28 @@ export const MAX_START_FAILURES = 5;
 
 type State = "starting" | "ready" | "draining" | "exited";
 
+/** One line of `shardport status`, and what /metrics aggregates. */
+export interface ShardStatus {
+  index: number;
+  /** `pid 4242` or `thread 7`. */
+  label: string;
+  state: State;
+  /** Since the shard became ready (or was started, while it starts). */
+  uptimeMs: number;
+  restarts: number;
+  stats?: ShardStats;
+}
+
 const describeExit = (code: number | null, signal: string | null) =>
   signal ? `killed by ${signal}` : `exit code ${code}`;
 
 /** One shard process, from spawn to exit. */
 class Shard {
   state: State = "starting";
+  readonly startedAt = Date.now();
   readyAt = 0;
+  private nextStatsId = 0;
+  private readonly pendingStats = new Map<number, (stats: ShardStats | undefined) => void>();
   exitReason = "";
   readonly index: number;
   readonly child: ShardHandle;
@@ -73,6 +94,7 @@ class Shard {
       }, readyTimeoutMs);
       child.on("message", (message) => {
         if (!isShardMessage(message)) return;
+        if (message.type === "stats") return this.pendingStats.get(message.id)?.(message);
         clearTimeout(timer);
         if (message.type === "ready") {
           if (this.state === "starting") this.state = "ready";
@@ -105,6 +127,22 @@ class Shard {
     return this.child.label ?? `pid ${this.child.pid}`;
   }
 
+  /** Asks the shard for its numbers; undefined if it does not answer within `timeoutMs`. */
+  stats(timeoutMs = 1000): Promise<ShardStats | undefined> {
+    if (this.state !== "ready" || !this.child.connected) return Promise.resolve(undefined);
+    const id = this.nextStatsId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const done = (stats: ShardStats | undefined) => {
+        clearTimeout(timer);
+        this.pendingStats.delete(id);
+        resolve(stats);
+      };
+      this.pendingStats.set(id, done);
+      this.child.send({ type: "stats", id });
+    });
+  }
+
   /** Asks the shard to stop accepting and finish its requests; it exits by itself. */
   drain(): void {
     if (this.state === "exited") return;
@@ -122,6 +160,10 @@ export class Supervisor {
   private readonly slots: (Shard | undefined)[];
   private readonly retiring = new Set<Shard>();
   private readonly crashes: number[];
+  /** Restarts after a crash, per slot (for status and metrics). */
+  readonly restarts: number[];
+  /** Completed rolling reloads. */
+  reloads = 0;
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
   private generation = 0;
   /** Set once every shard of the first start is ready: crashes before that fail the start. */
@@ -141,12 +183,14 @@ export class Supervisor {
     this.onGiveUp = onGiveUp;
     this.slots = new Array(config.shards).fill(undefined);
     this.crashes = new Array(config.shards).fill(0);
+    this.restarts = new Array(config.shards).fill(0);
     this.restartTimers = new Array(config.shards).fill(undefined);
   }
 
   private spawn(index: number, generation: number): Shard {
-    const { host, port, app, http, drainTimeoutMs } = this.config;
-    const spec: ShardSpec = { index, generation, host, port, app, http, drainTimeoutMs };
+    const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog } = this.config;
+    const metrics = metricsPort !== undefined;
+    const spec: ShardSpec = { index, generation, host, port, app, http, drainTimeoutMs, metrics, accessLog };
     const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
     const child: ShardHandle =
       this.config.mode === "threads"
@@ -201,6 +245,7 @@ export class Supervisor {
       if (this.stopping || this.slots[index] !== undefined) return;
       const next = this.spawn(index, this.generation);
       this.slots[index] = next;
+      this.restarts[index]++;
       next.ready.then(
         () => log.info(`shard ${index} restarted as ${next.label}`),
         (error: Error) => log.warn(error.message),
@@ -249,8 +294,29 @@ export class Supervisor {
       log.info(`reload ${index + 1}/${total}: shard ${index} ${old?.label ?? "-"} -> ${next.label}`);
     }
     this.generation = generation;
+    this.reloads++;
     log.info(
       `reload done: ${total} shards replaced in ${Date.now() - started} ms (generation ${generation})`,
+    );
+  }
+
+  /** Shards ready to serve now. */
+  readyCount(): number {
+    return this.slots.filter((shard) => shard?.state === "ready").length;
+  }
+
+  /** Every slot's shard and, from those that answer within a second, their numbers. */
+  async status(): Promise<ShardStatus[]> {
+    const now = Date.now();
+    return Promise.all(
+      this.slots.map(async (shard, index) => ({
+        index,
+        label: shard?.label ?? "-",
+        state: shard?.state ?? "exited",
+        uptimeMs: shard ? now - (shard.readyAt || shard.startedAt) : 0,
+        restarts: this.restarts[index],
+        stats: await shard?.stats(),
+      })),
     );
   }
 

@@ -1,11 +1,12 @@
 // Running it for real: library use, the health middleware, and the deploy/ manifests.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Hono } from "hono";
 import { parseAllDocuments } from "yaml";
+import { pidFilePath, runtimeDir } from "../src/control.ts";
 import { health, isDraining, markDraining } from "../src/health.ts";
 import { ENV, freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run, start } from "./helpers.ts";
 
@@ -56,6 +57,26 @@ describe('library use: import { start } from "shardport/<runtime>"', () => {
       assert.ok(files.includes(path), `${path} is in the npm package`);
     }
     execFileSync("deno", ["publish", "--dry-run", "--allow-dirty"], { cwd: ROOT, env: ENV, stdio: "pipe" });
+  });
+});
+
+describe("control files", () => {
+  test("the pid file and control socket sit in a directory only the launching user can use", async () => {
+    const port = freshPort();
+    const node: RuntimeUnderTest = {
+      name: "node",
+      runtime: "node",
+      command: (args) => ["node", "dist/node.js", ...args],
+    };
+    const app = await start(node, ["--shards", "1", "--port", String(port)]);
+    const pidFile = pidFilePath("127.0.0.1", port);
+    assert.equal(statSync(runtimeDir()).mode & 0o777, 0o700);
+    assert.equal(statSync(pidFile).mode & 0o777, 0o600);
+    assert.equal(readFileSync(pidFile, "utf8").trim(), String(app.launcherPid));
+    assert.equal(statSync(pidFile.replace(/\.pid$/, ".sock")).mode & 0o777, 0o600);
+    process.kill(app.launcherPid, "SIGTERM");
+    assert.equal(await app.exited, 0);
+    assert.ok(!existsSync(pidFile), "removed at exit");
   });
 });
 

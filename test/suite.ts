@@ -192,6 +192,60 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.match(none.output(), new RegExp(`no shardport launcher for 127.0.0.1:${port}`));
     });
 
+    test("status table, Prometheus metrics from the launcher, access log", async () => {
+      const port = freshPort();
+      const metricsPort = freshPort();
+      const app = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(port),
+        "--metrics-port",
+        String(metricsPort),
+        "--access-log",
+      ]);
+      const pids = await shardPids(app.url, 2);
+      const served = await spread(app.url, 20);
+      const total = [...served.values()].reduce((a, b) => a + b, 0);
+      await get(`${app.url}/no-such-page`);
+      assert.match(app.output(), /shard \d GET \/no-such-page 404 [\d.]+ ms/);
+
+      const status = run(rt, ["status", "--port", String(port)]);
+      assert.equal(await status.exited, 0, status.output());
+      const rows = status
+        .output()
+        .split("\n")
+        .filter((line) => /^\d+\s+(pid|thread) /.test(line));
+      assert.equal(rows.length, 2, status.output());
+      for (const row of rows)
+        assert.match(row, /^\d+\s+(pid \d+|thread \d+)\s+ready\s+\d+s\s+\d+\s+[\d.]+ MB\s+0$/);
+      const counted = rows.reduce((sum, row) => sum + Number(row.split(/\s+/)[5]), 0);
+      assert.ok(counted >= total + 1, `status counts every request: ${counted} >= ${total + 1}`);
+
+      const metrics = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.body, /^shardport_shards_ready 2$/m);
+      assert.match(metrics.body, /^shardport_requests_total\{shard="0",status="200"\} \d+$/m);
+      assert.match(
+        metrics.body,
+        /^shardport_request_duration_seconds_bucket\{le="\+Inf",shard="all"\} \d+$/m,
+      );
+      const all = Number(
+        /^shardport_requests_total\{shard="all",status="200"\} (\d+)$/m.exec(metrics.body)?.[1],
+      );
+      assert.ok(all >= total + pids.size - 2, `the launcher sums the shards: ${all}`);
+
+      if (!rt.fallback) {
+        const victim = [...pids][0];
+        process.kill(victim, "SIGKILL");
+        await app.waitFor(/shard \d restarted as/);
+        const after = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+        assert.match(after.body, /^shardport_shard_restarts_total\{shard="\d"\} 1$/m);
+      }
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
     test("--help prints usage and exits 0", async () => {
       const proc = run(rt, ["--help"]);
       assert.equal(await proc.exited, 0);

@@ -1,0 +1,81 @@
+/**
+ * A shard's own numbers, sent to the launcher when it asks (for `status` and `/metrics`):
+ * requests served, memory, and with --metrics-port a prom-client registry with the request
+ * counter and latency histogram. Every series exists twice, `shard="<index>"` and `shard="all"`,
+ * so the launcher's sum over shards also yields the totals.
+ * @module
+ */
+import { Counter, Histogram, Registry } from "prom-client";
+import { log } from "./log.ts";
+import type { ShardSpec, ShardStats } from "./protocol.ts";
+import type { FetchApp } from "./types.ts";
+
+export interface Instrumented {
+  fetch: FetchApp["fetch"];
+  snapshot(): Promise<Omit<ShardStats, "type" | "id">>;
+}
+
+export function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Instrumented {
+  let requests = 0;
+  const memory = () => {
+    const { rss, heapUsed } = process.memoryUsage();
+    return { rssBytes: rss, heapBytes: heapUsed };
+  };
+  if (!spec.metrics && !spec.accessLog) {
+    // The only cost per request: one increment.
+    return {
+      fetch: (request, ...rest) => {
+        requests++;
+        return fetch(request, ...rest);
+      },
+      snapshot: async () => ({ requests, ...memory() }),
+    };
+  }
+  const registry = new Registry();
+  const counter = new Counter({
+    name: "shardport_requests_total",
+    help: "Requests answered, per shard and in all (shard=all).",
+    labelNames: ["shard", "status"],
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: "shardport_request_duration_seconds",
+    help: "Time from the request to the response headers, per shard and in all (shard=all).",
+    labelNames: ["shard"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const shard = String(spec.index);
+  return {
+    fetch: async (request, ...rest) => {
+      requests++;
+      const started = performance.now();
+      let status = 500;
+      try {
+        const response = await fetch(request, ...rest);
+        status = response.status;
+        return response;
+      } finally {
+        const seconds = (performance.now() - started) / 1000;
+        if (spec.metrics) {
+          const code = String(status);
+          counter.inc({ shard, status: code });
+          counter.inc({ shard: "all", status: code });
+          latency.observe({ shard }, seconds);
+          latency.observe({ shard: "all" }, seconds);
+        }
+        if (spec.accessLog) {
+          const { pathname, search } = new URL(request.url);
+          log.info(
+            `shard ${shard} ${request.method} ${pathname}${search} ${status} ${(seconds * 1000).toFixed(1)} ms`,
+          );
+        }
+      }
+    },
+    snapshot: async () => ({
+      requests,
+      ...memory(),
+      metrics: spec.metrics ? await registry.getMetricsAsJSON() : undefined,
+    }),
+  };
+}
