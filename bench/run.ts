@@ -92,7 +92,7 @@ const entry = {
     "--allow-env",
     "--allow-read",
     "--allow-write",
-    "--allow-sys=uid",
+    "--allow-sys=uid,hostname",
     "runtimes/deno.ts",
     ...args,
   ],

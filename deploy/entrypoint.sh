@@ -4,6 +4,6 @@ set -e
 case "$RUNTIME" in
   bun) exec bun runtimes/bun.ts "$@" ;;
   deno) exec deno run --unstable-net --no-prompt --allow-net --allow-run --allow-env --allow-read \
-    --allow-write --allow-sys=uid runtimes/deno.ts "$@" ;;
+    --allow-write --allow-sys=uid,hostname runtimes/deno.ts "$@" ;;
   *) exec node dist/node.js "$@" ;;
 esac

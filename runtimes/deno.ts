@@ -28,6 +28,7 @@ function permissions({ host, port, app }: ShardAccess): string[] {
     `--allow-net=${host.includes(":") ? `[${host}]` : host}:${port}`,
     `--allow-read=${root},${dirname(app)}`,
     "--allow-env",
+    "--allow-sys=hostname", // pino reads it at load
     ...extra,
   ];
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
 import { queryLauncher, serveControl, signalLauncher, writePidFile } from "./control.ts";
-import { log } from "./log.ts";
+import { log, say } from "./log.ts";
 import { serveMetrics } from "./metrics.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { SHARD_ENV } from "./protocol.ts";
@@ -25,8 +25,15 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
   await runLauncher(runtime, defaultApp);
 }
 
+/** Exits after a one-line refusal of the command line (plain text on stderr). */
 function exit(code: number, message?: string): never {
-  if (message) log.error(message);
+  if (message) say.error(message);
+  process.exit(code);
+}
+
+/** Exits after an event that ends the service (a structured line). */
+function fail(code: number, message: string): never {
+  log.error(message);
   process.exit(code);
 }
 
@@ -81,7 +88,7 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
     const signal = config.command === "reload" ? "SIGHUP" : "SIGTERM";
     try {
       const pid = signalLauncher(config.host, config.port, signal);
-      log.info(`sent ${signal} to the launcher of ${urlOf(config)} (pid ${pid})`);
+      say.out(`sent ${signal} to the launcher of ${urlOf(config)} (pid ${pid})`);
       exit(EXIT.ok);
     } catch (error) {
       exit(EXIT.failed, (error as Error).message);
@@ -132,7 +139,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   }
   if (process.platform === "linux") warnUnlessMigrating(runtime);
 
-  const supervisor = new Supervisor(runtime, config, (reason) => exit(EXIT.failed, reason));
+  const supervisor = new Supervisor(runtime, config, (reason) => fail(EXIT.failed, reason));
   let stopping = false;
   const stop = async () => {
     stopping = true;
@@ -144,10 +151,10 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     if (stopping) {
       log.warn("second signal: killing every shard now");
       supervisor.kill();
-      exit(EXIT.forced);
+      process.exit(EXIT.forced);
     }
     await stop();
-    exit(EXIT.ok);
+    process.exit(EXIT.ok);
   };
   process.on("SIGINT", onStopSignal);
   process.on("SIGTERM", onStopSignal);

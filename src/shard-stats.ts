@@ -66,9 +66,14 @@ export function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Instrumen
         }
         if (spec.accessLog) {
           const { pathname, search } = new URL(request.url);
-          log.info(
-            `shard ${shard} ${request.method} ${pathname}${search} ${status} ${(seconds * 1000).toFixed(1)} ms`,
-          );
+          const path = pathname + search;
+          const ms = Math.round(seconds * 10_000) / 10;
+          log.info(`${request.method} ${path} ${status} ${ms} ms`, {
+            method: request.method,
+            path,
+            status,
+            ms,
+          });
         }
       }
     },

@@ -6,7 +6,7 @@
 import { isMainThread, parentPort } from "node:worker_threads";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { markDraining } from "./health.ts";
-import { log } from "./log.ts";
+import { log, setLogShard } from "./log.ts";
 import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
 import { instrument } from "./shard-stats.ts";
 import { ListenError, type Listener, type Runtime } from "./types.ts";
@@ -46,6 +46,7 @@ async function fail(stage: "load" | "listen", error: unknown): Promise<never> {
 }
 
 export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void> {
+  setLogShard(spec.index);
   // Ctrl-C reaches every process of the terminal's group: the launcher decides what it means.
   // (process.exit in a worker thread ends only that thread.)
   if (isMainThread) process.on("SIGINT", () => {});
@@ -58,9 +59,7 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     markDraining();
     if (!listener) process.exit(0);
     const cut = setTimeout(() => {
-      log.warn(
-        `shard ${spec.index} (pid ${process.pid}): drain timeout of ${spec.drainTimeoutMs} ms, cutting connections`,
-      );
+      log.warn(`shard ${spec.index}: drain timeout of ${spec.drainTimeoutMs} ms, cutting connections`);
       listener?.closeAll();
     }, spec.drainTimeoutMs);
     await listener.close();

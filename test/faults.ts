@@ -222,7 +222,10 @@ export function faultSuite(rt: RuntimeUnderTest): void {
         app.output(),
         /restarting in 100 ms[\s\S]*restarting in 200 ms[\s\S]*restarting in 400 ms/,
       );
-      assert.match(app.output(), /error: no shard left: shard \d kept failing at start-up/);
+      assert.match(
+        app.output(),
+        /"level":"error".*"message":"no shard left: shard \d kept failing at start-up/,
+      );
       rmSync(flag);
     });
 

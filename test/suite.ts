@@ -208,7 +208,13 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       const served = await spread(app.url, 20);
       const total = [...served.values()].reduce((a, b) => a + b, 0);
       await get(`${app.url}/no-such-page`);
-      assert.match(app.output(), /shard \d GET \/no-such-page 404 [\d.]+ ms/);
+      const access = await app.waitFor(/^\{.*"path":"\/no-such-page".*\}$/m);
+      const entry = JSON.parse(access[0]);
+      assert.equal(entry.level, "info");
+      assert.equal(entry.method, "GET");
+      assert.equal(entry.status, 404);
+      assert.ok(pids.has(entry.pid) || rt.fallback, "logged by the shard that served it");
+      assert.ok(Number.isInteger(entry.shard) && typeof entry.ms === "number");
 
       const status = run(rt, ["status", "--port", String(port)]);
       assert.equal(await status.exited, 0, status.output());
@@ -244,6 +250,32 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       }
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
+    });
+
+    test("logs: one JSON line per event on stdout; a readable line with SHARDPORT_LOG_FORMAT=pretty", async () => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "2", "--port", String(port)]);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      const events = app
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line));
+      const listening = events.find((e) => /^listening on /.test(e.message));
+      assert.ok(listening, app.output());
+      assert.equal(listening.level, "info");
+      assert.equal(listening.pid, app.launcherPid);
+      assert.equal(listening.shard, null);
+      assert.ok(!Number.isNaN(Date.parse(listening.time)));
+      assert.ok(events.some((e) => e.message === "stopped"));
+
+      const pretty = await start(rt, ["--shards", "2", "--port", String(freshPort())], {
+        SHARDPORT_LOG_FORMAT: "pretty",
+      });
+      assert.match(pretty.output(), /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): launcher: listening on /m);
+      process.kill(pretty.launcherPid, "SIGTERM");
+      assert.equal(await pretty.exited, 0);
     });
 
     test("--help prints usage and exits 0", async () => {
