@@ -18,6 +18,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { tcpListeners } from "../src/port-holder.ts";
 import { renderChart } from "./chart.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -223,16 +224,7 @@ function stop(children: ChildProcess[]): void {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function listening(port: number): number {
-  let count = 0;
-  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    for (const row of readFileSync(table, "utf8").split("\n").slice(1)) {
-      const cols = row.trim().split(/\s+/);
-      if (cols[3] === "0A" && Number.parseInt(cols[1].split(":")[1], 16) === port) count++;
-    }
-  }
-  return count;
-}
+const listening = (port: number) => tcpListeners(port).length;
 
 async function ready(port: number, listeners: number): Promise<boolean> {
   const deadline = Date.now() + 20_000;

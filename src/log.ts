@@ -7,45 +7,71 @@
  * `say`: the command line's own answers and refusals, plain text, before anything serves.
  * @module
  */
-import pino from "pino";
-import pretty from "pino-pretty";
+import type { Logger, LoggerOptions } from "pino";
 
 type Fields = Record<string, unknown>;
+type Level = "info" | "warn" | "error";
 
-function create(shard: number | null): pino.Logger {
-  const pretty_ =
-    (process.env.SHARDPORT_LOG_FORMAT ?? (process.stdout.isTTY ? "pretty" : "json")) === "pretty";
-  const options: pino.LoggerOptions = {
-    base: { pid: process.pid, shard },
-    messageKey: "message",
-    timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-  };
-  if (!pretty_) return pino(options, pino.destination({ fd: 1, sync: true }));
-  const stream = pretty({
-    sync: true,
-    destination: 1,
-    colorize: process.stdout.isTTY ?? false,
-    messageKey: "message",
-    translateTime: "HH:MM:ss.l",
-    singleLine: true,
-    messageFormat: (log, key) => `${log.shard === null ? "launcher" : `shard ${log.shard}`}: ${log[key]}`,
-    ignore: "shard",
-  });
-  return pino(options, stream);
+let shard: number | null = null;
+let logger: Logger | undefined;
+let loading: Promise<void> | undefined;
+let waiting: [Level, string, Fields][] = [];
+
+/**
+ * Loads pino (and pino-pretty where wanted). The launcher awaits it at start; a shard loads it at
+ * its first line, so that shards that never log do not carry a logger: memory counts N times.
+ */
+export function loadLog(): Promise<void> {
+  loading ??= (async () => {
+    const { default: pino } = await import("pino");
+    const wantsPretty =
+      (process.env.SHARDPORT_LOG_FORMAT ?? (process.stdout.isTTY ? "pretty" : "json")) === "pretty";
+    const options: LoggerOptions = {
+      base: { pid: process.pid, shard },
+      messageKey: "message",
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    };
+    if (wantsPretty) {
+      const { default: pretty } = await import("pino-pretty");
+      const stream = pretty({
+        sync: true,
+        destination: 1,
+        colorize: process.stdout.isTTY ?? false,
+        messageKey: "message",
+        translateTime: "HH:MM:ss.l",
+        singleLine: true,
+        messageFormat: (log, key) => `${log.shard === null ? "launcher" : `shard ${log.shard}`}: ${log[key]}`,
+        ignore: "shard",
+      });
+      logger = pino(options, stream);
+    } else {
+      logger = pino(options, pino.destination({ fd: 1, sync: true }));
+    }
+    for (const [level, message, fields] of waiting) logger[level](fields, message);
+    waiting = [];
+  })();
+  return loading;
 }
 
-let logger = create(null);
-
-/** Called once by a shard, so that its lines carry its index. */
+/** Called once by a shard, before its first line, so that its lines carry its index. */
 export function setLogShard(index: number): void {
-  logger = create(index);
+  shard = index;
+}
+
+function write(level: Level, message: string, fields: Fields): void {
+  if (logger) {
+    logger[level](fields, message);
+    return;
+  }
+  waiting.push([level, message, fields]);
+  void loadLog();
 }
 
 export const log = {
-  info: (message: string, fields: Fields = {}) => logger.info(fields, message),
-  warn: (message: string, fields: Fields = {}) => logger.warn(fields, message),
-  error: (message: string, fields: Fields = {}) => logger.error(fields, message),
+  info: (message: string, fields: Fields = {}) => write("info", message, fields),
+  warn: (message: string, fields: Fields = {}) => write("warn", message, fields),
+  error: (message: string, fields: Fields = {}) => write("error", message, fields),
 };
 
 export const say = {

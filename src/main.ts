@@ -8,8 +8,7 @@ import { fileURLToPath } from "node:url";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
 import { queryLauncher, serveControl, signalLauncher, writePidFile } from "./control.ts";
-import { log, say } from "./log.ts";
-import { serveMetrics } from "./metrics.ts";
+import { loadLog, log, say } from "./log.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { SHARD_ENV } from "./protocol.ts";
 import { runShard } from "./shard.ts";
@@ -108,6 +107,7 @@ async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> 
  * Throws a LaunchError before or instead of serving.
  */
 export async function launch(runtime: Runtime, config: Config): Promise<Launched> {
+  await loadLog();
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
     throw new LaunchError(
@@ -168,11 +168,14 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     if (stopping) return new Promise(() => {}); // a signal is stopping us; it exits the process
     if (!(error instanceof ShardStartError)) throw error;
     const reason =
-      error.code === "EADDRINUSE" ? explainAddrInUse(config.host, config.port, runtime) : error.message;
+      error.code === "EADDRINUSE"
+        ? explainAddrInUse(config.host, config.port, readProcFile(runtime))
+        : error.message;
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
   if (config.metricsPort !== undefined) {
     try {
+      const { serveMetrics } = await import("./metrics.ts"); // prom-client, only when asked for
       await serveMetrics(supervisor, config);
     } catch (error) {
       await supervisor.stop();
@@ -257,7 +260,7 @@ function warnUnlessMigrating(runtime: Runtime): void {
   const path = "/proc/sys/net/ipv4/tcp_migrate_req";
   let value: string | undefined;
   try {
-    value = (runtime.readProc?.(path) ?? readFileSync(path, "utf8")).trim();
+    value = readProcFile(runtime)(path).trim();
   } catch {}
   if (value === "0") {
     log.warn(

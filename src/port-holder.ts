@@ -1,34 +1,53 @@
 /**
- * Says who holds a port when a shard gets EADDRINUSE, from /proc/net/tcp{,6} (Linux): another
- * user's SO_REUSEPORT group and a plain listener are the two rules the kernel enforces.
+ * The kernel's listening sockets on a port, from /proc/net/tcp{,6} (Linux), and who holds a port
+ * when a shard gets EADDRINUSE: another user's SO_REUSEPORT group and a plain listener are the two
+ * rules the kernel enforces.
  * @module
  */
 import { readFileSync } from "node:fs";
-import type { Runtime } from "./types.ts";
+import type { ReadText } from "./cpus.ts";
 
-/** Effective UIDs of the sockets listening on `port`, on any address. */
-function listenerUids(port: number, runtime: Runtime): number[] {
-  const uids: number[] = [];
+export interface TcpListener {
+  /** Local address as the kernel prints it (`0100007F:1F90` is 127.0.0.1:8080). */
+  address: string;
+  /** Effective UID of the socket's owner. */
+  uid: number;
+  /** Connections waiting in its accept queue. */
+  queued: number;
+}
+
+/** Every socket listening on `port`, on any address. */
+export function tcpListeners(
+  port: number,
+  readText: ReadText = (path) => readFileSync(path, "utf8"),
+): TcpListener[] {
+  const found: TcpListener[] = [];
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text = "";
     try {
-      text = runtime.readProc?.(table) ?? readFileSync(table, "utf8");
+      text = readText(table);
     } catch {
       continue;
     }
     for (const row of text.split("\n").slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid ...
       const cols = row.trim().split(/\s+/);
-      // cols: sl local_address rem_address st ... uid(7)
       if (cols.length < 8 || cols[3] !== "0A") continue;
-      if (Number.parseInt(cols[1].split(":")[1], 16) === port) uids.push(Number(cols[7]));
+      if (Number.parseInt(cols[1].split(":")[1], 16) !== port) continue;
+      // For a listener, rx_queue is the length of its accept queue.
+      found.push({
+        address: cols[1],
+        uid: Number(cols[7]),
+        queued: Number.parseInt(cols[4].split(":")[1], 16),
+      });
     }
   }
-  return uids;
+  return found;
 }
 
-export function explainAddrInUse(host: string, port: number, runtime: Runtime): string {
+export function explainAddrInUse(host: string, port: number, readText?: ReadText): string {
   const where = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  const uids = listenerUids(port, runtime);
+  const uids = tcpListeners(port, readText).map((listener) => listener.uid);
   const me = process.getuid?.(); // Deno: needs --allow-sys=uid
   const other = uids.find((uid) => uid !== me);
   if (other !== undefined) {

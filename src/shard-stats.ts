@@ -5,7 +5,6 @@
  * so the launcher's sum over shards also yields the totals.
  * @module
  */
-import { Counter, Histogram, Registry } from "prom-client";
 import { log } from "./log.ts";
 import type { ShardSpec, ShardStats } from "./protocol.ts";
 import type { FetchApp } from "./types.ts";
@@ -15,7 +14,7 @@ export interface Instrumented {
   snapshot(): Promise<Omit<ShardStats, "type" | "id">>;
 }
 
-export function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Instrumented {
+export async function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Promise<Instrumented> {
   let requests = 0;
   const memory = () => {
     const { rss, heapUsed } = process.memoryUsage();
@@ -31,6 +30,8 @@ export function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Instrumen
       snapshot: async () => ({ requests, ...memory() }),
     };
   }
+  // Loaded only with --metrics-port or --access-log: every shard pays for what it imports.
+  const { Counter, Histogram, Registry } = await import("prom-client");
   const registry = new Registry();
   const counter = new Counter({
     name: "shardport_requests_total",

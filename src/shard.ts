@@ -6,7 +6,7 @@
 import { isMainThread, parentPort } from "node:worker_threads";
 import { AppModuleError, loadApp } from "./app-module.ts";
 import { markDraining } from "./health.ts";
-import { log, setLogShard } from "./log.ts";
+import { loadLog, log, setLogShard } from "./log.ts";
 import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
 import { instrument } from "./shard-stats.ts";
 import { ListenError, type Listener, type Runtime } from "./types.ts";
@@ -58,16 +58,19 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     draining = true;
     markDraining();
     if (!listener) process.exit(0);
+    // A drain may have something to say (the timeout); have the logger ready before the exit.
+    const logReady = loadLog();
     const cut = setTimeout(() => {
       log.warn(`shard ${spec.index}: drain timeout of ${spec.drainTimeoutMs} ms, cutting connections`);
       listener?.closeAll();
     }, spec.drainTimeoutMs);
     await listener.close();
     clearTimeout(cut);
+    await logReady;
     process.exit(0);
   };
   if (isMainThread) process.on("SIGTERM", drain);
-  let stats: ReturnType<typeof instrument> | undefined;
+  let stats: Awaited<ReturnType<typeof instrument>> | undefined;
   channel.onMessage(async (message) => {
     if (message?.type === "drain") drain();
     if (message?.type === "stats" && stats)
@@ -77,7 +80,8 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
   channel.onGone(drain);
 
   const app = await loadApp(spec.app, runtime).catch((error) => fail("load", error));
-  stats = instrument(app.fetch, spec);
+  stats = await instrument(app.fetch, spec);
+  if (spec.accessLog) await loadLog();
   listener = await runtime
     .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: stats.fetch })
     .catch((error) => fail("listen", error));

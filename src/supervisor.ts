@@ -83,7 +83,9 @@ class Shard {
         this.exitReason = reason;
         resolve();
       };
-      child.once("exit", (code, signal) => exited(describeExit(code, signal)));
+      // "close", not "exit": it comes after the last IPC message, so a shard's own account of
+      // why it failed arrives before its exit does.
+      child.once("close", (code, signal) => exited(describeExit(code, signal)));
       // A process that could not be spawned emits only "error".
       child.once("error", (error) => child.pid === undefined && exited(error.message));
     });

@@ -26,6 +26,7 @@ export class ThreadShard extends EventEmitter {
     this.worker.on("exit", (code) => {
       this.connected = false;
       this.emit("exit", code, null);
+      this.emit("close", code, null);
     });
   }
 

@@ -5,11 +5,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { tcpListeners } from "../src/port-holder.ts";
 import {
   childrenOf,
   eventually,
@@ -386,18 +387,5 @@ export function faultSuite(rt: RuntimeUnderTest): void {
   });
 }
 
-/** Connections waiting in the accept queues of the listeners on `port` (rx_queue of LISTEN rows). */
-function acceptQueue(port: number): number {
-  let total = 0;
-  for (const row of readProcNetTcp()) {
-    const cols = row.trim().split(/\s+/);
-    if (cols[3] === "0A" && Number.parseInt(cols[1].split(":")[1], 16) === port) {
-      total += Number.parseInt(cols[4].split(":")[1], 16);
-    }
-  }
-  return total;
-}
-
-function readProcNetTcp(): string[] {
-  return readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1);
-}
+/** Connections waiting in the accept queues of the listeners on `port`. */
+const acceptQueue = (port: number) => tcpListeners(port).reduce((sum, listener) => sum + listener.queued, 0);

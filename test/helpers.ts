@@ -8,6 +8,7 @@ import http from "node:http";
 import net from "node:net";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { tcpListeners } from "../src/port-holder.ts";
 
 export const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 export const FIXTURES = join(ROOT, "test", "fixtures");
@@ -302,6 +303,15 @@ print("ready", flush=True)
 sys.stdin.read()
 `;
 
+/** Runs a python3 script as user `nobody` (setpriv), for the kernel's same-UID rule. */
+function spawnAsNobody(script: string, args: string[], stdio: ("pipe" | "ignore" | "inherit")[]) {
+  return spawn(
+    "/usr/bin/setpriv",
+    ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c", script, ...args],
+    { stdio: stdio as ["pipe", "pipe", "inherit"] },
+  );
+}
+
 /**
  * A SO_REUSEPORT listener owned by user `nobody`, for the kernel's same-UID rule. Needs root,
  * setpriv and a python3 that `nobody` can run; otherwise says why it cannot.
@@ -314,20 +324,7 @@ export async function foreignReusePortListener(
   for (const tool of ["/usr/bin/setpriv", "/usr/bin/python3"]) {
     if (!existsSync(tool)) return { skip: `${tool} is missing` };
   }
-  const child = spawn(
-    "/usr/bin/setpriv",
-    [
-      "--reuid=nobody",
-      "--regid=nogroup",
-      "--clear-groups",
-      "/usr/bin/python3",
-      "-c",
-      FOREIGN_LISTENER,
-      host,
-      String(port),
-    ],
-    { stdio: ["pipe", "pipe", "inherit"] },
-  );
+  const child = spawnAsNobody(FOREIGN_LISTENER, [host, String(port)], ["pipe", "pipe", "inherit"]);
   await new Promise<void>((resolve, reject) => {
     child.stdout?.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve());
     child.on("exit", (code) => reject(new Error(`foreign listener exited with ${code}`)));
@@ -396,16 +393,7 @@ export function load(url: string, { concurrency = 8, maxRequests = 500_000, maxM
 }
 
 /** Local addresses (hex, as in /proc/net/tcp) of the sockets listening on `port`. */
-export function listenAddresses(port: number): string[] {
-  const found: string[] = [];
-  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    for (const row of readFileSync(table, "utf8").split("\n").slice(1)) {
-      const cols = row.trim().split(/\s+/);
-      if (cols[3] === "0A" && Number.parseInt(cols[1].split(":")[1], 16) === port) found.push(cols[1]);
-    }
-  }
-  return found;
-}
+export const listenAddresses = (port: number) => tcpListeners(port).map((listener) => listener.address);
 
 const JOIN_AS_OTHER_USER = `
 import errno, socket, sys
@@ -421,20 +409,7 @@ except OSError as e:
 
 /** Tries, as user nobody, to add a SO_REUSEPORT listener to host:port; says what the kernel did. */
 export async function joinAsOtherUser(port: number, host = "127.0.0.1"): Promise<string> {
-  const child = spawn(
-    "/usr/bin/setpriv",
-    [
-      "--reuid=nobody",
-      "--regid=nogroup",
-      "--clear-groups",
-      "/usr/bin/python3",
-      "-c",
-      JOIN_AS_OTHER_USER,
-      host,
-      String(port),
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
+  const child = spawnAsNobody(JOIN_AS_OTHER_USER, [host, String(port)], ["ignore", "pipe", "inherit"]);
   let out = "";
   child.stdout?.on("data", (chunk: Buffer) => {
     out += chunk.toString();
