@@ -38,4 +38,5 @@ const defaultApp = fileURLToPath(new URL("../src/app.ts", import.meta.url));
 export const start = (options?: StartOptions): Promise<Launched> => startWith(bun, defaultApp, options);
 
 // A shard thread runs this module too (threads mode).
-if (import.meta.main || isShardThread()) await main(bun, defaultApp);
+// Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
+if (import.meta.main || isShardThread()) main(bun, defaultApp);

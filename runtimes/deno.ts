@@ -50,15 +50,21 @@ export const deno: Runtime = {
     const { port, host, fetch } = options;
     const abort = new AbortController();
     let server: Deno.HttpServer;
+    let listening: () => void = () => {};
+    const listened = new Promise<void>((resolve) => {
+      listening = resolve;
+    });
     try {
       server = Deno.serve(
-        { port, hostname: host, reusePort: true, signal: abort.signal, onListen: () => {} },
+        { port, hostname: host, reusePort: true, signal: abort.signal, onListen: () => listening() },
         fetch as Deno.ServeHandler,
       );
     } catch (error) {
       const { message, name } = error as Error;
       throw new ListenError(message, CODES[name] ?? "EUNKNOWN");
     }
+    // Ready means listening: only then may the launcher count on this shard (and drain it).
+    await listened;
     return {
       close: () => server.shutdown(),
       closeAll: () => abort.abort(),
@@ -74,4 +80,5 @@ const defaultApp = `${root}/src/app.ts`;
 export const start = (options?: StartOptions): Promise<Launched> => startWith(deno, defaultApp, options);
 
 // A shard thread runs this module too (threads mode).
-if (import.meta.main || isShardThread()) await main(deno, defaultApp);
+// Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
+if (import.meta.main || isShardThread()) main(deno, defaultApp);

@@ -57,4 +57,5 @@ const defaultApp = fileURLToPath(
 export const start = (options?: StartOptions): Promise<Launched> => startWith(node, defaultApp, options);
 
 // A shard thread runs this module too (threads mode).
-if (isEntry || isShardThread()) await main(node, defaultApp);
+// Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
+if (isEntry || isShardThread()) main(node, defaultApp);

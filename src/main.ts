@@ -18,10 +18,16 @@ import type { Runtime } from "./types.ts";
 /** Documented exit codes. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, forced: 130 } as const;
 
+/** The entry point of every runtime; an unexpected error ends the process with exit 1. */
 export async function main(runtime: Runtime, defaultApp: string): Promise<void> {
-  const shardSpec = process.env[SHARD_ENV];
-  if (shardSpec) return runShard(runtime, JSON.parse(shardSpec));
-  await runLauncher(runtime, defaultApp);
+  try {
+    const shardSpec = process.env[SHARD_ENV];
+    if (shardSpec) await runShard(runtime, JSON.parse(shardSpec));
+    else await runLauncher(runtime, defaultApp);
+  } catch (error) {
+    say.error(`unexpected: ${(error as Error)?.stack ?? error}`);
+    process.exit(EXIT.failed);
+  }
 }
 
 /** Exits after a one-line refusal of the command line (plain text on stderr). */

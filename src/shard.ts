@@ -60,11 +60,17 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     if (!listener) process.exit(0);
     // A drain may have something to say (the timeout); have the logger ready before the exit.
     const logReady = loadLog();
+    let cutDone: () => void = () => {};
+    const cutAndGone = new Promise<void>((resolve) => {
+      cutDone = resolve;
+    });
     const cut = setTimeout(() => {
       log.warn(`shard ${spec.index}: drain timeout of ${spec.drainTimeoutMs} ms, cutting connections`);
       listener?.closeAll();
+      // Whatever the server still waits for after the cut, the shard exits a moment later.
+      setTimeout(cutDone, 1000);
     }, spec.drainTimeoutMs);
-    await listener.close();
+    await Promise.race([listener.close(), cutAndGone]);
     clearTimeout(cut);
     await logReady;
     process.exit(0);

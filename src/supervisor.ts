@@ -83,9 +83,7 @@ class Shard {
         this.exitReason = reason;
         resolve();
       };
-      // "close", not "exit": it comes after the last IPC message, so a shard's own account of
-      // why it failed arrives before its exit does.
-      child.once("close", (code, signal) => exited(describeExit(code, signal)));
+      child.once("exit", (code, signal) => exited(describeExit(code, signal)));
       // A process that could not be spawned emits only "error".
       child.once("error", (error) => child.pid === undefined && exited(error.message));
     });
@@ -114,7 +112,17 @@ class Shard {
       });
       this.exited.then(() => {
         clearTimeout(timer);
-        reject(new ShardStartError(index, `shard ${index} exited before it was ready (${this.exitReason})`));
+        // "exit" can come before the shard's last message (its account of why it failed), which
+        // arrives by "close"; Deno's child processes do not always emit "close", hence the limit.
+        const exitedEarly = () =>
+          reject(
+            new ShardStartError(index, `shard ${index} exited before it was ready (${this.exitReason})`),
+          );
+        const limit = setTimeout(exitedEarly, 500);
+        child.once("close", () => {
+          clearTimeout(limit);
+          exitedEarly();
+        });
       });
     });
     this.ready.catch(() => {});

@@ -278,6 +278,32 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.equal(await pretty.exited, 0);
     });
 
+    test("reloads asked for during a reload are queued (and coalesced), never interleaved", async () => {
+      // Each new shard takes 300 ms to load, so a reload of 2 shards lasts at least 600 ms.
+      const app = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(freshPort()),
+        "test/fixtures/slow-start.ts",
+      ]);
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload 1\/2: /);
+      process.kill(app.launcherPid, "SIGHUP"); // queued behind the running reload
+      process.kill(app.launcherPid, "SIGHUP"); // coalesced with the queued one
+      await app.waitFor(/reload done: 2 shards replaced in \d+ ms \(generation 2\)/);
+      const steps = app
+        .output()
+        .split("\n")
+        .map((line) => /reload (\d)\/2: |reload done: .*\(generation (\d)\)/.exec(line))
+        .filter((match) => match !== null)
+        .map((match) => match[1] ?? `done ${match[2]}`);
+      assert.deepEqual(steps, ["1", "2", "done 1", "1", "2", "done 2"]);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      assert.doesNotMatch(app.output(), /generation 3/);
+    });
+
     test("--help prints usage and exits 0", async () => {
       const proc = run(rt, ["--help"]);
       assert.equal(await proc.exited, 0);
