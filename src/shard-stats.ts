@@ -1,8 +1,8 @@
 /**
  * A shard's own numbers, sent to the launcher when it asks (for `status` and `/metrics`):
- * requests served, memory, and with --metrics-port a prom-client registry with the request
- * counter and latency histogram. Every series exists twice, `shard="<index>"` and `shard="all"`,
- * so the launcher's sum over shards also yields the totals.
+ * requests served, memory, and with --metrics-port (only then is prom-client loaded) a registry
+ * with the request counter and latency histogram. Every series exists twice, `shard="<index>"`
+ * and `shard="all"`, so the launcher's sum over shards also yields the totals.
  * @module
  */
 import { log } from "./log.ts";
@@ -30,23 +30,8 @@ export async function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Pro
       snapshot: async () => ({ requests, ...memory() }),
     };
   }
-  // Loaded only with --metrics-port or --access-log: every shard pays for what it imports.
-  const { Counter, Histogram, Registry } = await import("prom-client");
-  const registry = new Registry();
-  const counter = new Counter({
-    name: "shardport_requests_total",
-    help: "Requests answered, per shard and in all (shard=all).",
-    labelNames: ["shard", "status"],
-    registers: [registry],
-  });
-  const latency = new Histogram({
-    name: "shardport_request_duration_seconds",
-    help: "Time from the request to the response headers, per shard and in all (shard=all).",
-    labelNames: ["shard"],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [registry],
-  });
   const shard = String(spec.index);
+  const metrics = spec.metrics ? await prometheus(shard) : undefined;
   return {
     fetch: async (request, ...rest) => {
       requests++;
@@ -58,13 +43,7 @@ export async function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Pro
         return response;
       } finally {
         const seconds = (performance.now() - started) / 1000;
-        if (spec.metrics) {
-          const code = String(status);
-          counter.inc({ shard, status: code });
-          counter.inc({ shard: "all", status: code });
-          latency.observe({ shard }, seconds);
-          latency.observe({ shard: "all" }, seconds);
-        }
+        metrics?.observe(status, seconds);
         if (spec.accessLog) {
           const { pathname, search } = new URL(request.url);
           const path = pathname + search;
@@ -81,7 +60,36 @@ export async function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Pro
     snapshot: async () => ({
       requests,
       ...memory(),
-      metrics: spec.metrics ? await registry.getMetricsAsJSON() : undefined,
+      metrics: await metrics?.registry.getMetricsAsJSON(),
     }),
+  };
+}
+
+/** The shard's prom-client registry; prom-client is loaded only with --metrics-port. */
+async function prometheus(shard: string) {
+  const { Counter, Histogram, Registry } = await import("prom-client");
+  const registry = new Registry();
+  const counter = new Counter({
+    name: "shardport_requests_total",
+    help: "Requests answered, per shard and in all (shard=all).",
+    labelNames: ["shard", "status"],
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: "shardport_request_duration_seconds",
+    help: "Time from the request to the response headers, per shard and in all (shard=all).",
+    labelNames: ["shard"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  return {
+    registry,
+    observe(status: number, seconds: number) {
+      const code = String(status);
+      counter.inc({ shard, status: code });
+      counter.inc({ shard: "all", status: code });
+      latency.observe({ shard }, seconds);
+      latency.observe({ shard: "all" }, seconds);
+    },
   };
 }
