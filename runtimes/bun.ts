@@ -6,7 +6,8 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
-import { isShardThread, SHARD_STDIO } from "../src/protocol.ts";
+import { SHARD_STDIO } from "../src/protocol.ts";
+import { isShardThread } from "../src/threads.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
 
 const entry = fileURLToPath(import.meta.url);

@@ -4,22 +4,19 @@
  * @module
  */
 import { spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { log } from "../src/log.ts";
 import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
-import { isShardThread, SHARD_STDIO } from "../src/protocol.ts";
-import { ListenError, type Runtime, type ShardAccess } from "../src/types.ts";
+import { type LauncherMessage, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
+import { isShardThread } from "../src/threads.ts";
+import type { Runtime, ShardAccess } from "../src/types.ts";
+import { denoMemory, listenDeno } from "./deno-serve.ts";
+import type { ThreadExit } from "./deno-thread.ts";
 
 const entry = fileURLToPath(import.meta.url);
 const root = dirname(dirname(entry));
-
-/** Deno's error classes → the errno codes the launcher reports. */
-const CODES: Record<string, string> = {
-  AddrInUse: "EADDRINUSE",
-  AddrNotAvailable: "EADDRNOTAVAIL",
-  PermissionDenied: "EACCES",
-  NotCapable: "EACCES",
-};
 
 /** Listen on host:port, read the project and the app's folder, read the environment. */
 function permissions({ host, port, app }: ShardAccess): string[] {
@@ -33,6 +30,61 @@ function permissions({ host, port, app }: ShardAccess): string[] {
   ];
 }
 
+let threads = 0;
+
+/**
+ * Threads mode: a shard as a Deno Worker running runtimes/deno-thread.ts, with the handle the
+ * supervisor drives (send, kill, message and exit events), as for a child process.
+ */
+class DenoThread extends EventEmitter {
+  /** The launcher's pid: threads share it. */
+  readonly pid = Deno.pid;
+  readonly label = `thread ${++threads}`;
+  connected = true;
+  private readonly worker: Worker;
+
+  constructor(spec: ShardSpec) {
+    super();
+    this.worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, {
+      type: "module",
+      name: `shard ${spec.index}`,
+    });
+    this.worker.addEventListener("message", (event) => {
+      const message = event.data as ThreadExit | { type?: string };
+      if (message?.type === "thread-exit") return this.exited((message as ThreadExit).code, null);
+      this.emit("message", message);
+    });
+    // An uncaught error ends the thread (Deno prints it); the launcher carries on.
+    this.worker.addEventListener("error", (event) => {
+      event.preventDefault();
+      log.warn(`shard ${this.label}: uncaught ${event.message.replace(/^Uncaught /, "")}`);
+      this.worker.terminate();
+      this.exited(1, null);
+    });
+    this.worker.postMessage({ type: "spec", spec });
+  }
+
+  private exited(code: number | null, signal: NodeJS.Signals | null): void {
+    if (!this.connected) return;
+    this.connected = false;
+    this.emit("exit", code, signal);
+    this.emit("close", code, signal);
+  }
+
+  send(message: LauncherMessage): boolean {
+    if (this.connected) this.worker.postMessage(message);
+    return this.connected;
+  }
+
+  /** SIGKILL terminates the thread at once; any other signal asks it to drain. */
+  kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
+    if (signal !== "SIGKILL") return this.send({ type: "drain" });
+    this.worker.terminate();
+    this.exited(null, "SIGKILL");
+    return true;
+  }
+}
+
 export const deno: Runtime = {
   name: "deno",
   entry,
@@ -42,34 +94,9 @@ export const deno: Runtime = {
       stdio: SHARD_STDIO,
       env,
     }),
-  async listen(options) {
-    if (options.http === "node") {
-      const { listenNodeHttp } = await import("./node-http.ts");
-      return listenNodeHttp(options);
-    }
-    const { port, host, fetch } = options;
-    const abort = new AbortController();
-    let server: Deno.HttpServer;
-    let listening: () => void = () => {};
-    const listened = new Promise<void>((resolve) => {
-      listening = resolve;
-    });
-    try {
-      server = Deno.serve(
-        { port, hostname: host, reusePort: true, signal: abort.signal, onListen: () => listening() },
-        fetch as Deno.ServeHandler,
-      );
-    } catch (error) {
-      const { message, name } = error as Error;
-      throw new ListenError(message, CODES[name] ?? "EUNKNOWN");
-    }
-    // Ready means listening: only then may the launcher count on this shard (and drain it).
-    await listened;
-    return {
-      close: () => server.shutdown(),
-      closeAll: () => abort.abort(),
-    };
-  },
+  listen: listenDeno,
+  spawnThread: (spec) => new DenoThread(spec),
+  memoryUsage: denoMemory,
   // Deno wants --allow-all for /proc and /sys files; the launcher, which may run processes, asks cat.
   readProc: (path) => new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
 };

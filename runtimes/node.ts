@@ -9,7 +9,8 @@ import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
-import { isShardThread, SHARD_STDIO } from "../src/protocol.ts";
+import { SHARD_STDIO } from "../src/protocol.ts";
+import { isShardThread } from "../src/threads.ts";
 import type { Runtime } from "../src/types.ts";
 import { listenNodeHttp } from "./node-http.ts";
 

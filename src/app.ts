@@ -4,16 +4,16 @@
  * @module
  */
 
-import process from "node:process";
 import { Hono } from "hono";
 import { health } from "./health.ts";
-import { currentShard, runtimeName } from "./shard-info.ts";
+import { currentPid, currentShard, runtimeName } from "./shard-info.ts";
 
 const shard = currentShard()?.index ?? 0;
 const runtime = runtimeName();
+const pid = currentPid();
 
 const app = new Hono();
 app.use(health()); // GET /livez and /readyz, for the probes in deploy/
-app.get("/", (c) => c.text(`Hello from PID ${process.pid} (shard ${shard}, ${runtime})\n`));
+app.get("/", (c) => c.text(`Hello from PID ${pid} (shard ${shard}, ${runtime})\n`));
 
 export default app;

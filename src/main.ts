@@ -12,6 +12,7 @@ import { loadLog, log, say } from "./log.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { SHARD_ENV } from "./protocol.ts";
 import { runShard } from "./shard.ts";
+import { launcherChannel } from "./shard-channel.ts";
 import { ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
 import type { Runtime } from "./types.ts";
 
@@ -22,7 +23,7 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, forced: 130 } as const;
 export async function main(runtime: Runtime, defaultApp: string): Promise<void> {
   try {
     const shardSpec = process.env[SHARD_ENV];
-    if (shardSpec) await runShard(runtime, JSON.parse(shardSpec));
+    if (shardSpec) await runShard(runtime, JSON.parse(shardSpec), launcherChannel());
     else await runLauncher(runtime, defaultApp);
   } catch (error) {
     say.error(`unexpected: ${(error as Error)?.stack ?? error}`);

@@ -4,14 +4,10 @@
  * @module
  */
 
-import { isMainThread } from "node:worker_threads";
 import type { HttpServer } from "./types.ts";
 
 /** Environment variable that makes a runtime entry run as a shard; its value is a ShardSpec. */
 export const SHARD_ENV = "SHARDPORT_SHARD";
-
-/** True in a shard thread (threads mode): the runtime entry then runs as a shard, not a launcher. */
-export const isShardThread = () => !isMainThread && Boolean(process.env[SHARD_ENV]);
 
 /** A shard's stdio: no stdin, the launcher's stdout and stderr, and the IPC channel as fd 3. */
 export const SHARD_STDIO: ["ignore", "inherit", "inherit", "ipc"] = ["ignore", "inherit", "inherit", "ipc"];
@@ -23,6 +19,8 @@ export interface ShardSpec {
   host: string;
   port: number;
   app: string;
+  /** `app` as a file: URL, what the shard imports. */
+  appUrl: string;
   http: HttpServer;
   drainTimeoutMs: number;
   /** Keep a prom-client registry of requests and latency (--metrics-port). */

@@ -14,10 +14,14 @@ export interface Instrumented {
   snapshot(): Promise<Omit<ShardStats, "type" | "id">>;
 }
 
-export async function instrument(fetch: FetchApp["fetch"], spec: ShardSpec): Promise<Instrumented> {
+export async function instrument(
+  fetch: FetchApp["fetch"],
+  spec: ShardSpec,
+  memoryUsage: () => { rss: number; heapUsed: number },
+): Promise<Instrumented> {
   let requests = 0;
   const memory = () => {
-    const { rss, heapUsed } = process.memoryUsage();
+    const { rss, heapUsed } = memoryUsage();
     return { rssBytes: rss, heapBytes: heapUsed };
   };
   if (!spec.metrics && !spec.accessLog) {

@@ -3,53 +3,52 @@
  * and drain when told to (or when the launcher is gone).
  * @module
  */
-import { isMainThread, parentPort } from "node:worker_threads";
-import { AppModuleError, loadApp } from "./app-module.ts";
+import { AppModuleError, importApp } from "./app-import.ts";
 import { markDraining } from "./health.ts";
 import { loadLog, log, setLogShard } from "./log.ts";
 import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
+import { setCurrentShard } from "./shard-info.ts";
 import { instrument } from "./shard-stats.ts";
 import { ListenError, type Listener, type Runtime } from "./types.ts";
 
 /** The way to the launcher: the IPC channel of a child process, or the port of a worker thread. */
-interface LauncherChannel {
+export interface LauncherChannel {
+  /** This shard is a process of its own (signals and exit are its own). */
+  readonly ownsProcess: boolean;
+  readonly pid: number;
   send(message: ShardMessage): Promise<void>;
   onMessage(listener: (message: LauncherMessage) => void): void;
   /** The launcher is gone. A thread cannot outlive it, so only a process listens. */
   onGone(listener: () => void): void;
+  /** Ends the shard (the process, or only the thread). */
+  exit(code: number): void;
 }
 
-const processChannel: LauncherChannel = {
-  send: (message) =>
-    new Promise((resolve) => {
-      if (!process.send || !process.connected) return resolve();
-      process.send(message, undefined, {}, () => resolve());
-    }),
-  onMessage: (listener) => process.on("message", listener),
-  onGone: (listener) => process.on("disconnect", listener),
-};
+/** What a shard needs of its runtime. */
+export type ShardRuntime = Pick<Runtime, "name" | "listen" | "loadTypeScript" | "memoryUsage">;
 
-const threadChannel: LauncherChannel = {
-  send: async (message) => parentPort?.postMessage(message),
-  onMessage: (listener) => parentPort?.on("message", listener),
-  onGone: () => {},
-};
-
-const channel = isMainThread ? processChannel : threadChannel;
-const send = channel.send;
-
-async function fail(stage: "load" | "listen", error: unknown): Promise<never> {
-  const message = (error as Error)?.message ?? String(error);
-  const code = error instanceof ListenError ? error.code : undefined;
-  await send({ type: "failed", stage, code, message: message.split("\n")[0] });
-  process.exit(error instanceof AppModuleError ? 2 : 1);
-}
-
-export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void> {
+/**
+ * Runs one shard, talking to the launcher through `channel` (src/shard-channel.ts for a process
+ * or a node:worker_threads thread, runtimes/deno-thread.ts for a Deno Worker).
+ */
+export async function runShard(
+  runtime: ShardRuntime,
+  spec: ShardSpec,
+  channel: LauncherChannel,
+): Promise<void> {
+  const send = channel.send;
+  const fail = async (stage: "load" | "listen", error: unknown): Promise<never> => {
+    const message = (error as Error)?.message ?? String(error);
+    const code = error instanceof ListenError ? error.code : undefined;
+    await send({ type: "failed", stage, code, message: message.split("\n")[0] });
+    channel.exit(error instanceof AppModuleError ? 2 : 1);
+    // A thread's exit takes effect a moment later: nothing of this shard runs on meanwhile.
+    return new Promise<never>(() => {});
+  };
   setLogShard(spec.index);
+  setCurrentShard(spec);
   // Ctrl-C reaches every process of the terminal's group: the launcher decides what it means.
-  // (process.exit in a worker thread ends only that thread.)
-  if (isMainThread) process.on("SIGINT", () => {});
+  if (channel.ownsProcess) process.on("SIGINT", () => {});
 
   let listener: Listener | undefined;
   let draining = false;
@@ -57,7 +56,7 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     if (draining) return;
     draining = true;
     markDraining();
-    if (!listener) process.exit(0);
+    if (!listener) return channel.exit(0);
     // A drain may have something to say (the timeout); have the logger ready before the exit.
     const logReady = loadLog();
     let cutDone: () => void = () => {};
@@ -73,9 +72,9 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
     await Promise.race([listener.close(), cutAndGone]);
     clearTimeout(cut);
     await logReady;
-    process.exit(0);
+    channel.exit(0);
   };
-  if (isMainThread) process.on("SIGTERM", drain);
+  if (channel.ownsProcess) process.on("SIGTERM", drain);
   let stats: Awaited<ReturnType<typeof instrument>> | undefined;
   channel.onMessage(async (message) => {
     if (message?.type === "drain") drain();
@@ -85,11 +84,11 @@ export async function runShard(runtime: Runtime, spec: ShardSpec): Promise<void>
   // The launcher is gone (even SIGKILLed): its end of the IPC channel closed. No orphans.
   channel.onGone(drain);
 
-  const app = await loadApp(spec.app, runtime).catch((error) => fail("load", error));
-  stats = await instrument(app.fetch, spec);
+  const app = await importApp(spec.appUrl, spec.app, runtime).catch((error) => fail("load", error));
+  stats = await instrument(app.fetch, spec, runtime.memoryUsage ?? (() => process.memoryUsage()));
   if (spec.accessLog) await loadLog();
   listener = await runtime
     .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: stats.fetch })
     .catch((error) => fail("listen", error));
-  await send({ type: "ready", pid: process.pid });
+  await send({ type: "ready", pid: channel.pid });
 }

@@ -1,11 +1,4 @@
-/**
- * The launcher's side of the shards: start N and wait for each handshake, restart one that dies,
- * replace them all one by one on reload, drain them all on stop. Runtime-neutral: the runtime
- * adapter only says how to spawn a shard.
- * @module
- */
-import type { ChildProcess } from "node:child_process";
-import type { EventEmitter } from "node:events";
+import { pathToFileURL } from "node:url";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";
 import {
@@ -16,14 +9,7 @@ import {
   type ShardStats,
 } from "./protocol.ts";
 import { ThreadShard } from "./threads.ts";
-import type { Runtime } from "./types.ts";
-
-/** A shard's process or thread, as the supervisor drives it (a ChildProcess or a ThreadShard). */
-export type ShardHandle = EventEmitter &
-  Pick<ChildProcess, "pid" | "connected" | "kill"> & {
-    send(message: LauncherMessage): boolean;
-    label?: string;
-  };
+import type { Runtime, ShardHandle } from "./types.ts";
 
 /** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
 export class ShardStartError extends Error {
@@ -200,11 +186,23 @@ export class Supervisor {
   private spawn(index: number, generation: number): Shard {
     const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog } = this.config;
     const metrics = metricsPort !== undefined;
-    const spec: ShardSpec = { index, generation, host, port, app, http, drainTimeoutMs, metrics, accessLog };
+    const appUrl = pathToFileURL(app).href;
+    const spec: ShardSpec = {
+      index,
+      generation,
+      host,
+      port,
+      app,
+      appUrl,
+      http,
+      drainTimeoutMs,
+      metrics,
+      accessLog,
+    };
     const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
     const child: ShardHandle =
       this.config.mode === "threads"
-        ? new ThreadShard(this.runtime.entry, env)
+        ? (this.runtime.spawnThread?.(spec) ?? new ThreadShard(this.runtime.entry, env))
         : this.runtime.spawnShard(env, { host, port, app });
     const shard = new Shard(index, child, this.config.readyTimeoutMs);
     shard.exited.then(() => this.onExit(shard));

@@ -5,9 +5,12 @@
  * @module
  */
 import { EventEmitter } from "node:events";
-import { Worker } from "node:worker_threads";
+import { isMainThread, Worker } from "node:worker_threads";
 import { log } from "./log.ts";
-import type { LauncherMessage } from "./protocol.ts";
+import { type LauncherMessage, SHARD_ENV } from "./protocol.ts";
+
+/** True in a shard thread (threads mode): the runtime entry then runs as a shard, not a launcher. */
+export const isShardThread = () => !isMainThread && Boolean(process.env[SHARD_ENV]);
 
 export class ThreadShard extends EventEmitter {
   /** The launcher's pid: threads share it. */

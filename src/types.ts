@@ -3,6 +3,15 @@
  * @module
  */
 import type { ChildProcess } from "node:child_process";
+import type { EventEmitter } from "node:events";
+import type { LauncherMessage, ShardSpec } from "./protocol.ts";
+
+/** A shard's process or thread, as the supervisor drives it (a ChildProcess or a thread handle). */
+export type ShardHandle = EventEmitter &
+  Pick<ChildProcess, "pid" | "connected" | "kill"> & {
+    send(message: LauncherMessage): boolean;
+    label?: string;
+  };
 
 /** What a shard serves: a Hono app or any object with a WHATWG `fetch` handler. */
 export interface FetchApp {
@@ -62,6 +71,14 @@ export interface Runtime {
   readonly refusesHttp?: Partial<Record<HttpServer, string>>;
   /** Reads a /proc or /sys file where the runtime's fs cannot (Deno guards them behind -A). */
   readProc?(path: string): string;
+  /**
+   * Starts one shard as a thread of the launcher where the runtime has a leaner thread than
+   * node:worker_threads (Deno's own Worker); without it, threads mode runs `entry` in a
+   * node:worker_threads Worker.
+   */
+  spawnThread?(spec: ShardSpec): ShardHandle;
+  /** The process's memory where `process.memoryUsage()` is not the cheapest way (Deno threads). */
+  memoryUsage?(): { rss: number; heapUsed: number };
   /** Makes `import()` of a .ts module work where the runtime cannot strip types itself. */
   loadTypeScript?(): Promise<void>;
 }

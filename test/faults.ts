@@ -28,7 +28,8 @@ import {
 } from "./helpers.ts";
 
 const FAULT_APP = join(FIXTURES, "fault-app.ts");
-const TMP = join(FIXTURES, ".tmp");
+// A sibling of fixtures/ (same depth), so that a fixture copied here still finds ../../src.
+const TMP = join(FIXTURES, "..", ".tmp");
 const MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req";
 const noNetns = process.env.SHARDPORT_NO_NETNS;
 
@@ -108,6 +109,10 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       );
       assert.notEqual(dying, 200);
       await app.waitFor(/shard \d restarted as thread \d+/);
+      assert.equal((await get(app.url)).status, 200);
+      // An uncaught error in a thread ends that thread only; it is restarted too.
+      assert.equal((await get(`${app.url}/crash`)).status, 200);
+      await app.waitFor(/shard \d restarted as thread \d+[\s\S]*shard \d restarted as thread \d+/);
       assert.equal((await get(app.url)).status, 200);
       const slow = get(`${app.url}/slow?ms=1000`, 10_000);
       await app.waitFor(/slow request started/);

@@ -8,6 +8,8 @@ import { Hono } from "hono";
 import { parseAllDocuments } from "yaml";
 import { pidFilePath, runtimeDir } from "../src/control.ts";
 import { health, isDraining, markDraining } from "../src/health.ts";
+import type { ShardSpec } from "../src/protocol.ts";
+import { setCurrentShard } from "../src/shard-info.ts";
 import { ENV, freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run, start } from "./helpers.ts";
 
 after(killLeftovers);
@@ -49,6 +51,8 @@ describe('library use: import { start } from "shardport/<runtime>"', () => {
     for (const path of [
       "dist/node.js",
       "dist/health.js",
+      "dist/shard.js",
+      "runtimes/deno-thread.ts",
       "runtimes/bun.ts",
       "runtimes/deno.ts",
       "src/health.ts",
@@ -77,6 +81,22 @@ describe("control files", () => {
     process.kill(app.launcherPid, "SIGTERM");
     assert.equal(await app.exited, 0);
     assert.ok(!existsSync(pidFile), "removed at exit");
+  });
+});
+
+describe("shardport/shard", () => {
+  test("the shard's spec and pid, the same through the sources and the bundled dist/shard.js", async () => {
+    const bundled = await import("shardport/shard");
+    assert.equal(bundled.currentShard(), undefined, "outside a shard");
+    assert.equal(bundled.currentPid(), process.pid);
+    assert.equal(bundled.runtimeName(), "node");
+    const spec = { index: 3, generation: 2 } as ShardSpec;
+    setCurrentShard(spec);
+    try {
+      assert.equal(bundled.currentShard(), spec, "one spec for the shard and the app's copy");
+    } finally {
+      delete (globalThis as Record<symbol, unknown>)[Symbol.for("shardport.shard")];
+    }
   });
 });
 

@@ -1,0 +1,51 @@
+/**
+ * A Deno shard's listener: `Deno.serve({ reusePort: true })` (needs `--unstable-net`), or node:http
+ * with `--http node`. Shared by shard processes (runtimes/deno.ts) and shard threads
+ * (runtimes/deno-thread.ts); imports nothing of Deno's Node compatibility layer, which costs a few
+ * MB in every thread that loads it.
+ * @module
+ */
+import { ListenError, type Listener, type ListenOptions } from "../src/types.ts";
+
+/** Deno's error classes → the errno codes the launcher reports. */
+const CODES: Record<string, string> = {
+  AddrInUse: "EADDRINUSE",
+  AddrNotAvailable: "EADDRNOTAVAIL",
+  PermissionDenied: "EACCES",
+  NotCapable: "EACCES",
+};
+
+export async function listenDeno(options: ListenOptions): Promise<Listener> {
+  if (options.http === "node") {
+    const { listenNodeHttp } = await import("./node-http.ts");
+    return listenNodeHttp(options);
+  }
+  const { port, host, fetch } = options;
+  const abort = new AbortController();
+  let server: Deno.HttpServer;
+  let listening: () => void = () => {};
+  const listened = new Promise<void>((resolve) => {
+    listening = resolve;
+  });
+  try {
+    server = Deno.serve(
+      { port, hostname: host, reusePort: true, signal: abort.signal, onListen: () => listening() },
+      fetch as Deno.ServeHandler,
+    );
+  } catch (error) {
+    const { message, name } = error as Error;
+    throw new ListenError(message, CODES[name] ?? "EUNKNOWN");
+  }
+  // Ready means listening: only then may the launcher count on this shard (and drain it).
+  await listened;
+  return {
+    close: () => server.shutdown(),
+    closeAll: () => abort.abort(),
+  };
+}
+
+/** The process's memory, without Deno's `process` global (see above). */
+export function denoMemory(): { rss: number; heapUsed: number } {
+  const { rss, heapUsed } = Deno.memoryUsage();
+  return { rss, heapUsed };
+}

@@ -1,0 +1,33 @@
+/**
+ * How a shard process or a node:worker_threads shard thread talks to its launcher. (A Deno
+ * shard thread is a Deno Worker and brings its own channel: runtimes/deno-thread.ts.)
+ * @module
+ */
+import { isMainThread, parentPort } from "node:worker_threads";
+import type { LauncherChannel } from "./shard.ts";
+
+/** A child process: the IPC channel on fd 3. */
+const processChannel = (): LauncherChannel => ({
+  ownsProcess: true,
+  pid: process.pid,
+  send: (message) =>
+    new Promise((resolve) => {
+      if (!process.send || !process.connected) return resolve();
+      process.send(message, undefined, {}, () => resolve());
+    }),
+  onMessage: (listener) => process.on("message", listener),
+  onGone: (listener) => process.on("disconnect", listener),
+  exit: (code) => process.exit(code),
+});
+
+/** A node:worker_threads thread: process.exit there ends only the thread. */
+const threadChannel = (): LauncherChannel => ({
+  ownsProcess: false,
+  pid: process.pid,
+  send: async (message) => parentPort?.postMessage(message),
+  onMessage: (listener) => parentPort?.on("message", listener),
+  onGone: () => {},
+  exit: (code) => process.exit(code),
+});
+
+export const launcherChannel = (): LauncherChannel => (isMainThread ? processChannel() : threadChannel());
