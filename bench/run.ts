@@ -87,6 +87,7 @@ const entry = {
     "deno",
     "run",
     "--unstable-net",
+    "--unstable-worker-options",
     "--no-prompt",
     "--allow-net",
     "--allow-run",

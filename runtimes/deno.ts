@@ -18,19 +18,68 @@ import type { ThreadExit } from "./deno-thread.ts";
 const entry = fileURLToPath(import.meta.url);
 const root = dirname(dirname(entry));
 
+// Deno wants --allow-all for /proc and /sys files; the launcher, which may run processes, asks cat.
+const readProc = (path: string) =>
+  new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout);
+
+const address = ({ host, port }: ShardAccess) => `${host.includes(":") ? `[${host}]` : host}:${port}`;
+
 /** Listen on host:port, read the project and the app's folder, read the environment. */
-function permissions({ host, port, app }: ShardAccess): string[] {
+function permissions(access: ShardAccess): string[] {
   const extra = (process.env.SHARDPORT_DENO_FLAGS ?? "").split(/\s+/).filter(Boolean);
   return [
-    `--allow-net=${host.includes(":") ? `[${host}]` : host}:${port}`,
-    `--allow-read=${root},${dirname(app)}`,
+    `--allow-net=${address(access)}`,
+    `--allow-read=${root},${dirname(access.app)}`,
     "--allow-env",
     "--allow-sys=hostname", // pino reads it at load
     ...extra,
   ];
 }
 
+/**
+ * The same for a shard thread, as Worker options. Deno takes them only with
+ * --unstable-worker-options (deno task start passes it); without it, and where
+ * SHARDPORT_DENO_FLAGS asks for more, a thread has the launcher's permissions.
+ */
+function threadPermissions(access: ShardAccess) {
+  if (process.env.SHARDPORT_DENO_FLAGS) return "inherit";
+  return {
+    net: [address(access)],
+    read: [root, dirname(access.app)],
+    env: true,
+    sys: ["hostname"],
+    run: false,
+    write: false,
+    ffi: false,
+  };
+}
+
 let threads = 0;
+let narrowThreads: boolean | undefined;
+
+/**
+ * Deno ends the process (no exception) when a Worker is given permissions without
+ * --unstable-worker-options, so look for the flag on this process's command line first.
+ */
+function mayNarrowThreads(): boolean {
+  if (narrowThreads === undefined) {
+    const args = readProc(`/proc/${Deno.pid}/cmdline`).split("\0");
+    narrowThreads = args.includes("--unstable-worker-options") || args.includes("--unstable");
+    if (!narrowThreads)
+      log.warn(
+        "shard threads get the launcher's permissions: run deno with --unstable-worker-options to narrow them (deno task start does)",
+      );
+  }
+  return narrowThreads;
+}
+
+function startWorker(spec: ShardSpec): Worker {
+  const url = new URL("./deno-thread.ts", import.meta.url).href;
+  const options = { type: "module" as const, name: `shard ${spec.index}` };
+  if (!mayNarrowThreads()) return new Worker(url, options);
+  const permissions = threadPermissions(spec);
+  return new Worker(url, { ...options, deno: { permissions } } as WorkerOptions);
+}
 
 /**
  * Threads mode: a shard as a Deno Worker running runtimes/deno-thread.ts, with the handle the
@@ -45,10 +94,7 @@ class DenoThread extends EventEmitter {
 
   constructor(spec: ShardSpec) {
     super();
-    this.worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, {
-      type: "module",
-      name: `shard ${spec.index}`,
-    });
+    this.worker = startWorker(spec);
     this.worker.addEventListener("message", (event) => {
       const message = event.data as ThreadExit | { type?: string };
       if (message?.type === "thread-exit") return this.exited((message as ThreadExit).code, null);
@@ -97,8 +143,7 @@ export const deno: Runtime = {
   listen: listenDeno,
   spawnThread: (spec) => new DenoThread(spec),
   memoryUsage: denoMemory,
-  // Deno wants --allow-all for /proc and /sys files; the launcher, which may run processes, asks cat.
-  readProc: (path) => new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout),
+  readProc,
 };
 
 const defaultApp = `${root}/src/app.ts`;
