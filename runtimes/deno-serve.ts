@@ -38,9 +38,18 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
   }
   // Ready means listening: only then may the launcher count on this shard (and drain it).
   await listened;
+  let shuttingDown = false;
   return {
-    close: () => server.shutdown(),
-    closeAll: () => abort.abort(),
+    close: () => {
+      shuttingDown = true;
+      return server.shutdown();
+    },
+    // Once shutdown() has begun, aborting throws BadResource inside Deno (an uncaught error that
+    // ends the shard); nothing else in Deno's API cuts a connection, so the shard's exit, a moment
+    // later, does (src/shard.ts).
+    closeAll: () => {
+      if (!shuttingDown) abort.abort();
+    },
   };
 }
 

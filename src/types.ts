@@ -36,7 +36,10 @@ export interface Listener {
    * Resolves once no connection is left.
    */
   close(): Promise<void>;
-  /** Cuts every connection still open (the drain timeout ran out). */
+  /**
+   * Cuts every connection still open (the drain timeout ran out), where the runtime can; the
+   * shard exits a second later in any case, which closes what is left.
+   */
   closeAll(): void;
 }
 

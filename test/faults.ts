@@ -268,6 +268,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       assert.equal(await stuck, "cut");
       assert.equal(await app.exited, 0);
       assert.match(app.output(), /drain timeout of 1000 ms, cutting connections/);
+      assert.doesNotMatch(app.output(), /uncaught/i, "the cut itself throws nothing");
 
       const again = await start(rt, [
         "--shards",
