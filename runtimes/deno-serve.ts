@@ -21,7 +21,6 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
     return listenNodeHttp(options);
   }
   const { port, host, fetch } = options;
-  const abort = new AbortController();
   let server: Deno.HttpServer;
   let listening: () => void = () => {};
   const listened = new Promise<void>((resolve) => {
@@ -29,7 +28,7 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
   });
   try {
     server = Deno.serve(
-      { port, hostname: host, reusePort: true, signal: abort.signal, onListen: () => listening() },
+      { port, hostname: host, reusePort: true, onListen: () => listening() },
       fetch as Deno.ServeHandler,
     );
   } catch (error) {
@@ -38,18 +37,12 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
   }
   // Ready means listening: only then may the launcher count on this shard (and drain it).
   await listened;
-  let shuttingDown = false;
   return {
-    close: () => {
-      shuttingDown = true;
-      return server.shutdown();
-    },
-    // Once shutdown() has begun, aborting throws BadResource inside Deno (an uncaught error that
-    // ends the shard); nothing else in Deno's API cuts a connection, so the shard's exit, a moment
-    // later, does (src/shard.ts).
-    closeAll: () => {
-      if (!shuttingDown) abort.abort();
-    },
+    close: () => server.shutdown(),
+    // The cut comes after close() has begun, and then Deno has no way to cut a connection
+    // (aborting the server's signal throws BadResource inside Deno, an uncaught error): the
+    // shard's exit, a moment later, closes them (src/shard.ts).
+    closeAll: () => {},
   };
 }
 

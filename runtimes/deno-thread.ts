@@ -35,7 +35,7 @@ const sayExit = (code: number) => {
 };
 const denoExit = Deno.exit;
 Deno.exit = ((code?: number) => {
-  sayExit(code ?? 0);
+  sayExit(code ?? Deno.exitCode ?? 0);
   return denoExit(code);
 }) as typeof Deno.exit;
 const close = scope.close.bind(scope);

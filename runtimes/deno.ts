@@ -51,6 +51,7 @@ function threadPermissions(access: ShardAccess) {
     run: false,
     write: false,
     ffi: false,
+    import: "inherit",
   };
 }
 
@@ -59,12 +60,19 @@ let narrowThreads: boolean | undefined;
 
 /**
  * Deno ends the process (no exception) when a Worker is given permissions without
- * --unstable-worker-options, so look for the flag on this process's command line first.
+ * --unstable-worker-options, so look for the flag among deno's own flags first: the command line
+ * before the script and its arguments.
  */
 function mayNarrowThreads(): boolean {
   if (narrowThreads === undefined) {
-    const args = readProc(`/proc/${Deno.pid}/cmdline`).split("\0");
-    narrowThreads = args.includes("--unstable-worker-options") || args.includes("--unstable");
+    let flags: string[] = [];
+    try {
+      const words = readProc(`/proc/${Deno.pid}/cmdline`).split("\0").slice(0, -1);
+      flags = words.slice(0, Math.max(0, words.length - Deno.args.length - 1));
+    } catch {
+      // No /proc, or no --allow-run to read it: keep the launcher's permissions.
+    }
+    narrowThreads = flags.includes("--unstable-worker-options");
     if (!narrowThreads)
       log.warn(
         "shard threads get the launcher's permissions: run deno with --unstable-worker-options to narrow them (deno task start does)",
@@ -90,42 +98,54 @@ class DenoThread extends EventEmitter {
   readonly pid = Deno.pid;
   readonly label = `thread ${++threads}`;
   connected = true;
-  private readonly worker: Worker;
+  /** Unset where the Worker could not even be created (the handle then reports exit 1). */
+  private readonly worker?: Worker;
 
   constructor(spec: ShardSpec) {
     super();
-    this.worker = startWorker(spec);
-    this.worker.addEventListener("message", (event) => {
+    try {
+      this.worker = startWorker(spec);
+    } catch (error) {
+      // Say it as a child process would: a start that failed, not an exception in the launcher.
+      queueMicrotask(() => {
+        this.emit("error", error);
+        this.exited(1, null);
+      });
+      return;
+    }
+    const worker = this.worker;
+    worker.addEventListener("message", (event) => {
       const message = event.data as ThreadExit | { type?: string };
       if (message?.type === "thread-exit") return this.exited((message as ThreadExit).code, null);
       this.emit("message", message);
     });
     // An uncaught error ends the thread (Deno prints it); the launcher carries on.
-    this.worker.addEventListener("error", (event) => {
+    worker.addEventListener("error", (event) => {
       event.preventDefault();
       log.warn(`shard ${this.label}: uncaught ${event.message.replace(/^Uncaught /, "")}`);
-      this.worker.terminate();
+      worker.terminate();
       this.exited(1, null);
     });
-    this.worker.postMessage({ type: "spec", spec });
+    worker.postMessage({ type: "spec", spec });
   }
 
   private exited(code: number | null, signal: NodeJS.Signals | null): void {
     if (!this.connected) return;
     this.connected = false;
     this.emit("exit", code, signal);
-    this.emit("close", code, signal);
+    // As a child process does, "close" follows "exit" later, once its listeners are in place.
+    setTimeout(() => this.emit("close", code, signal), 0);
   }
 
   send(message: LauncherMessage): boolean {
-    if (this.connected) this.worker.postMessage(message);
+    if (this.connected) this.worker?.postMessage(message);
     return this.connected;
   }
 
   /** SIGKILL terminates the thread at once; any other signal asks it to drain. */
   kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
     if (signal !== "SIGKILL") return this.send({ type: "drain" });
-    this.worker.terminate();
+    this.worker?.terminate();
     this.exited(null, "SIGKILL");
     return true;
   }

@@ -1,3 +1,9 @@
+/**
+ * The launcher's side of the shards: start N and wait for each handshake, restart one that dies,
+ * replace them all one by one on reload, drain them all on stop. Runtime-neutral: the runtime
+ * adapter only says how to spawn a shard.
+ * @module
+ */
 import { pathToFileURL } from "node:url";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";

@@ -29,7 +29,8 @@ export class ThreadShard extends EventEmitter {
     this.worker.on("exit", (code) => {
       this.connected = false;
       this.emit("exit", code, null);
-      this.emit("close", code, null);
+      // As a child process does, "close" follows "exit" later, once its listeners are in place.
+      setTimeout(() => this.emit("close", code, null), 0);
     });
   }
 
