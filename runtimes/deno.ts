@@ -4,13 +4,12 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { EventEmitter } from "node:events";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { log } from "../src/log.ts";
 import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
 import { type LauncherMessage, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
-import { isShardThread } from "../src/threads.ts";
+import { isShardThread, ThreadHandle } from "../src/threads.ts";
 import type { Runtime, ShardAccess } from "../src/types.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
 import type { ThreadExit } from "./deno-thread.ts";
@@ -24,35 +23,35 @@ const readProc = (path: string) =>
 
 const address = ({ host, port }: ShardAccess) => `${host.includes(":") ? `[${host}]` : host}:${port}`;
 
-/** Listen on host:port, read the project and the app's folder, read the environment. */
+/**
+ * What a shard may do, process or thread: listen on host:port, read the project and the app's
+ * folder, read the environment, read the host name (pino does at load).
+ */
+function shardPermissions(access: ShardAccess) {
+  return { net: [address(access)], read: [root, dirname(access.app)], env: true, sys: ["hostname"] };
+}
+
+/** As a shard process's flags, plus what SHARDPORT_DENO_FLAGS adds. */
 function permissions(access: ShardAccess): string[] {
+  const { net, read, sys } = shardPermissions(access);
   const extra = (process.env.SHARDPORT_DENO_FLAGS ?? "").split(/\s+/).filter(Boolean);
   return [
-    `--allow-net=${address(access)}`,
-    `--allow-read=${root},${dirname(access.app)}`,
+    `--allow-net=${net.join(",")}`,
+    `--allow-read=${read.join(",")}`,
     "--allow-env",
-    "--allow-sys=hostname", // pino reads it at load
+    `--allow-sys=${sys.join(",")}`,
     ...extra,
   ];
 }
 
 /**
- * The same for a shard thread, as Worker options. Deno takes them only with
- * --unstable-worker-options (deno task start passes it); without it, and where
- * SHARDPORT_DENO_FLAGS asks for more, a thread has the launcher's permissions.
+ * As a shard thread's Worker options. Deno takes them only with --unstable-worker-options
+ * (deno task start passes it); without it, and where SHARDPORT_DENO_FLAGS asks for more, a
+ * thread has the launcher's permissions.
  */
 function threadPermissions(access: ShardAccess) {
   if (process.env.SHARDPORT_DENO_FLAGS) return "inherit";
-  return {
-    net: [address(access)],
-    read: [root, dirname(access.app)],
-    env: true,
-    sys: ["hostname"],
-    run: false,
-    write: false,
-    ffi: false,
-    import: "inherit",
-  };
+  return { ...shardPermissions(access), run: false, write: false, ffi: false, import: "inherit" };
 }
 
 let threads = 0;
@@ -93,11 +92,8 @@ function startWorker(spec: ShardSpec): Worker {
  * Threads mode: a shard as a Deno Worker running runtimes/deno-thread.ts, with the handle the
  * supervisor drives (send, kill, message and exit events), as for a child process.
  */
-class DenoThread extends EventEmitter {
-  /** The launcher's pid: threads share it. */
-  readonly pid = Deno.pid;
+class DenoThread extends ThreadHandle {
   readonly label = `thread ${++threads}`;
-  connected = true;
   /** Unset where the Worker could not even be created (the handle then reports exit 1). */
   private readonly worker?: Worker;
 
@@ -129,25 +125,14 @@ class DenoThread extends EventEmitter {
     worker.postMessage({ type: "spec", spec });
   }
 
-  private exited(code: number | null, signal: NodeJS.Signals | null): void {
-    if (!this.connected) return;
-    this.connected = false;
-    this.emit("exit", code, signal);
-    // As a child process does, "close" follows "exit" later, once its listeners are in place.
-    setTimeout(() => this.emit("close", code, signal), 0);
+  protected post(message: LauncherMessage): void {
+    this.worker?.postMessage(message);
   }
 
-  send(message: LauncherMessage): boolean {
-    if (this.connected) this.worker?.postMessage(message);
-    return this.connected;
-  }
-
-  /** SIGKILL terminates the thread at once; any other signal asks it to drain. */
-  kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
-    if (signal !== "SIGKILL") return this.send({ type: "drain" });
+  /** A Worker says nothing when terminated: the handle reports the end itself. */
+  protected terminate(): void {
     this.worker?.terminate();
     this.exited(null, "SIGKILL");
-    return true;
   }
 }
 
