@@ -27,9 +27,11 @@ export async function instrument(
   if (!spec.metrics && !spec.accessLog) {
     // The only cost per request: one increment.
     return {
-      fetch: (request, ...rest) => {
+      // Fixed parameters: no rest array allocated per request. What the runtime passes (Bun's
+      // server, Deno's info, Hono's env and context) goes through as it came.
+      fetch: (request, env?, context?) => {
         requests++;
-        return fetch(request, ...rest);
+        return fetch(request, env, context);
       },
       snapshot: async () => ({ requests, ...memory() }),
     };
@@ -37,12 +39,12 @@ export async function instrument(
   const shard = String(spec.index);
   const metrics = spec.metrics ? await prometheus(shard) : undefined;
   return {
-    fetch: async (request, ...rest) => {
+    fetch: async (request, env?, context?) => {
       requests++;
       const started = performance.now();
       let status = 500;
       try {
-        const response = await fetch(request, ...rest);
+        const response = await fetch(request, env, context);
         status = response.status;
         return response;
       } finally {
