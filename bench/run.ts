@@ -18,7 +18,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { tcpListeners } from "../src/port-holder.ts";
+import { tcpListeners } from "../src/launcher/port-holder.ts";
 import { renderChart } from "./chart.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));

@@ -5,9 +5,9 @@
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
+import type { Launched, StartOptions } from "../src/launcher/cli.ts";
+import { isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
-import { isShardThread } from "../src/threads.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
 
 const entry = fileURLToPath(import.meta.url);
@@ -36,7 +36,8 @@ export const bun: Runtime = {
 const defaultApp = fileURLToPath(new URL("../src/app.ts", import.meta.url));
 
 /** Starts shardport on Bun from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
-export const start = (options?: StartOptions): Promise<Launched> => startWith(bun, defaultApp, options);
+export const start = async (options?: StartOptions): Promise<Launched> =>
+  (await import("../src/launcher/cli.ts")).start(bun, defaultApp, options);
 
 // A shard thread runs this module too (threads mode).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).

@@ -10,7 +10,7 @@
  * @module
  */
 import type { LauncherMessage } from "../src/protocol.ts";
-import { type LauncherChannel, runShard } from "../src/shard.ts";
+import { type LauncherChannel, runShard } from "../src/shard/shard.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
 
 /** Thread → launcher, besides the shard's own messages: this thread is ending. */

@@ -6,10 +6,11 @@
 import { spawn } from "node:child_process";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Launched, StartOptions } from "../src/launcher/cli.ts";
+import { ThreadHandle } from "../src/launcher/threads.ts";
 import { log } from "../src/log.ts";
-import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
+import { isShardThread, main } from "../src/main.ts";
 import { type LauncherMessage, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
-import { isShardThread, ThreadHandle } from "../src/threads.ts";
 import type { Runtime, ShardAccess } from "../src/types.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
 import type { ThreadExit } from "./deno-thread.ts";
@@ -154,7 +155,8 @@ export const deno: Runtime = {
 const defaultApp = `${root}/src/app.ts`;
 
 /** Starts shardport on Deno from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
-export const start = (options?: StartOptions): Promise<Launched> => startWith(deno, defaultApp, options);
+export const start = async (options?: StartOptions): Promise<Launched> =>
+  (await import("../src/launcher/cli.ts")).start(deno, defaultApp, options);
 
 // A shard thread runs this module too (threads mode).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).

@@ -8,9 +8,9 @@ import { spawn } from "node:child_process";
 import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { type Launched, main, type StartOptions, start as startWith } from "../src/main.ts";
+import type { Launched, StartOptions } from "../src/launcher/cli.ts";
+import { isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
-import { isShardThread } from "../src/threads.ts";
 import type { Runtime } from "../src/types.ts";
 import { listenNodeHttp } from "./node-http.ts";
 
@@ -55,7 +55,8 @@ const defaultApp = fileURLToPath(
 );
 
 /** Starts shardport on Node from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
-export const start = (options?: StartOptions): Promise<Launched> => startWith(node, defaultApp, options);
+export const start = async (options?: StartOptions): Promise<Launched> =>
+  (await import("../src/launcher/cli.ts")).start(node, defaultApp, options);
 
 // A shard thread runs this module too (threads mode).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).

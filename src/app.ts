@@ -5,8 +5,8 @@
  */
 
 import { Hono } from "hono";
-import { health } from "./health.ts";
-import { currentPid, currentShard, runtimeName } from "./shard-info.ts";
+import { health } from "./shard/health.ts";
+import { currentPid, currentShard, runtimeName } from "./shard/info.ts";
 
 const shard = currentShard()?.index ?? 0;
 const runtime = runtimeName();

@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { parseConfig } from "../src/config.ts";
-import { cgroupCpuLimit, defaultShardCount } from "../src/cpus.ts";
+import { parseConfig } from "../src/launcher/config.ts";
+import { cgroupCpuLimit, defaultShardCount } from "../src/launcher/cpus.ts";
 import { freshPort, killLeftovers, RUNTIMES, start } from "./helpers.ts";
 
 const fake = mkdtempSync(join(tmpdir(), "shardport-cgroup-"));

@@ -10,7 +10,7 @@ import http from "node:http";
 import net from "node:net";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { tcpListeners } from "../src/port-holder.ts";
+import { tcpListeners } from "../src/launcher/port-holder.ts";
 import {
   childrenOf,
   eventually,

@@ -8,7 +8,7 @@ import http from "node:http";
 import net from "node:net";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { tcpListeners } from "../src/port-holder.ts";
+import { tcpListeners } from "../src/launcher/port-holder.ts";
 
 export const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 export const FIXTURES = join(ROOT, "test", "fixtures");
@@ -44,9 +44,39 @@ export const RUNTIMES: Record<string, RuntimeUnderTest> = {
   },
 };
 
-let nextPort = 20000 + Math.floor(Math.random() * 240) * 50;
-/** A port below the ephemeral range, different for every call in this process (files pick apart). */
-export const freshPort = () => nextPort++;
+/** Ports each test file may use: files never share one, so two files cannot join one group. */
+const PORTS_PER_FILE = 200;
+
+/** Every test file, in a fixed order: a file's place in this list is its port range. */
+function testFiles(dir = join(ROOT, "test")): string[] {
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((entry) =>
+      entry.isDirectory()
+        ? testFiles(join(dir, entry.name))
+        : entry.name.endsWith(".test.ts")
+          ? [join(dir, entry.name)]
+          : [],
+    )
+    .sort();
+}
+
+const fileIndex = Math.max(0, testFiles().indexOf(process.argv[1] ?? ""));
+// Below the ephemeral range (32768+). SHARDPORT_TEST_PORT_BASE moves the whole block, for two
+// checkouts testing side by side.
+let nextPort = Number(process.env.SHARDPORT_TEST_PORT_BASE ?? 20000) + fileIndex * PORTS_PER_FILE;
+const lastPort = nextPort + PORTS_PER_FILE - 1;
+
+/**
+ * A port of this test file's own range that nothing listens on (checked in /proc/net/tcp{,6}):
+ * a leftover listener of the same user would otherwise silently share its group with the test.
+ */
+export function freshPort(): number {
+  while (nextPort <= lastPort) {
+    const port = nextPort++;
+    if (tcpListeners(port).length === 0) return port;
+  }
+  throw new Error(`test file ${process.argv[1]} used up its ${PORTS_PER_FILE} ports`);
+}
 
 export interface Run {
   child: ChildProcess;
@@ -87,18 +117,16 @@ export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, st
   };
   child.stdout?.on("data", onData);
   child.stderr?.on("data", onData);
+  let closed = false;
   const exited = new Promise<number>((resolve) => {
     child.on("close", (code, signal) => {
       running.delete(child);
+      closed = true; // before the waiters wake, so that they see the exit at once
       resolve(
         code ?? 128 + (signal ? (({ SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0) : 0),
       );
       for (const wake of waiters) wake();
     });
-  });
-  let closed = false;
-  exited.then(() => {
-    closed = true;
   });
   return {
     child,

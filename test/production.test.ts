@@ -6,10 +6,10 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Hono } from "hono";
 import { parseAllDocuments } from "yaml";
-import { pidFilePath, runtimeDir } from "../src/control.ts";
-import { health, isDraining, markDraining } from "../src/health.ts";
+import { pidFilePath, runtimeDir } from "../src/launcher/control.ts";
 import type { ShardSpec } from "../src/protocol.ts";
-import { setCurrentShard } from "../src/shard-info.ts";
+import { health, isDraining, markDraining } from "../src/shard/health.ts";
+import { setCurrentShard } from "../src/shard/info.ts";
 import { ENV, freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run, start } from "./helpers.ts";
 
 after(killLeftovers);
@@ -55,7 +55,7 @@ describe('library use: import { start } from "shardport/<runtime>"', () => {
       "runtimes/deno-thread.ts",
       "runtimes/bun.ts",
       "runtimes/deno.ts",
-      "src/health.ts",
+      "src/shard/health.ts",
       "LICENSE",
     ]) {
       assert.ok(files.includes(path), `${path} is in the npm package`);

@@ -4,6 +4,9 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
   chiSquaredUniformP,
@@ -75,7 +78,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
           "the shards are threads of the launcher",
         );
       });
-      test("threads mode: a port conflict or a shard that fails to start exits 1 with the reason", async () => {
+      test("threads mode: a port conflict exits 1, an app that fails to load in a shard exits 2, with the reason", async () => {
         const port = freshPort();
         const holder = await plainListener(port);
         const conflict = run(rt, ["--mode", "threads", "--shards", "2", "--port", String(port)]);
@@ -94,8 +97,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
           String(port),
           "test/fixtures/fails-in-shard-1.ts",
         ]);
-        assert.equal(await failing.exited, 1, failing.output());
-        assert.match(failing.output(), /shard 1 failed to start: .*shard 1 refuses to start/);
+        assert.equal(await failing.exited, 2, failing.output());
+        assert.match(
+          failing.output(),
+          /app module .*fails-in-shard-1\.ts failed to load: shard 1 refuses to start/,
+        );
         assert.ok(await portIsFree(port));
       });
     }
@@ -345,18 +351,37 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.ok(await eventually(() => portIsFree(port), 5000), "no shard left on the port");
     });
 
-    test("a shard that fails to start: exit 1 with the reason, the other shards stopped", async () => {
+    test("an app that fails to load in one shard: exit 2 with its one line, the other shards stopped", async () => {
       const port = freshPort();
       const proc = run(rt, ["--shards", "2", "--port", String(port), "test/fixtures/fails-in-shard-1.ts"]);
-      assert.equal(await proc.exited, 1, proc.output());
+      assert.equal(await proc.exited, 2, proc.output());
+      const lines = shardportLines(proc.output());
+      assert.equal(lines.length, 1, proc.output());
       assert.match(
-        proc.output(),
-        new RegExp(
-          `cannot serve on http://127\\.0\\.0\\.1:${port}: shard 1 failed to start: .*shard 1 refuses to start`,
-        ),
+        lines[0],
+        /^shardport: error: app module .*fails-in-shard-1\.ts failed to load: shard 1 refuses to start$/,
       );
       assert.ok(await portIsFree(port), "shard 0 was stopped too");
     });
+
+    for (const mode of rt.fallback ? ["process"] : ["process", "threads"]) {
+      test(`${mode} mode: the app runs in the shards only, its import-time work exactly N times`, async () => {
+        const countFile = join(mkdtempSync(join(tmpdir(), "shardport-count-")), "imports");
+        const app = await start(
+          rt,
+          ["--shards", "3", "--port", String(freshPort()), "--mode", mode, "test/fixtures/side-effects.ts"],
+          // A Deno shard process may write only where it is allowed to.
+          { COUNT_FILE: countFile, SHARDPORT_DENO_FLAGS: `--allow-write=${countFile}` },
+        );
+        const imports = () => readFileSync(countFile, "utf8").split("\n").filter(Boolean).sort();
+        assert.deepEqual(imports(), ["0", "1", "2"], "one import per shard, none in the launcher");
+        process.kill(app.launcherPid, "SIGHUP");
+        await app.waitFor(/reload done: 3 shards replaced/);
+        assert.deepEqual(imports(), ["0", "0", "1", "1", "2", "2"], "a reload imports it once per new shard");
+        process.kill(app.launcherPid, "SIGTERM");
+        assert.equal(await app.exited, 0);
+      });
+    }
 
     test("launcher SIGKILLed: every shard exits within 5 s, the port is freed", async () => {
       const port = freshPort();

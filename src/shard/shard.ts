@@ -3,13 +3,14 @@
  * and drain when told to (or when the launcher is gone).
  * @module
  */
+
+import { loadLog, log, setLogShard } from "../log.ts";
+import type { LauncherMessage, ShardMessage, ShardSpec } from "../protocol.ts";
+import { ListenError, type Listener, type Runtime } from "../types.ts";
 import { AppModuleError, importApp } from "./app-import.ts";
 import { markDraining } from "./health.ts";
-import { loadLog, log, setLogShard } from "./log.ts";
-import type { LauncherMessage, ShardMessage, ShardSpec } from "./protocol.ts";
-import { setCurrentShard } from "./shard-info.ts";
-import { instrument } from "./shard-stats.ts";
-import { ListenError, type Listener, type Runtime } from "./types.ts";
+import { setCurrentShard } from "./info.ts";
+import { instrument } from "./stats.ts";
 
 /** The way to the launcher: the IPC channel of a child process, or the port of a worker thread. */
 export interface LauncherChannel {
@@ -28,7 +29,7 @@ export interface LauncherChannel {
 export type ShardRuntime = Pick<Runtime, "name" | "listen" | "loadTypeScript" | "memoryUsage">;
 
 /**
- * Runs one shard, talking to the launcher through `channel` (src/shard-channel.ts for a process
+ * Runs one shard, talking to the launcher through `channel` (src/shard/channel.ts for a process
  * or a node:worker_threads thread, runtimes/deno-thread.ts for a Deno Worker).
  */
 export async function runShard(

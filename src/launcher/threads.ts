@@ -5,12 +5,9 @@
  * @module
  */
 import { EventEmitter } from "node:events";
-import { isMainThread, Worker } from "node:worker_threads";
-import { log } from "./log.ts";
-import { type LauncherMessage, SHARD_ENV } from "./protocol.ts";
-
-/** True in a shard thread (threads mode): the runtime entry then runs as a shard, not a launcher. */
-export const isShardThread = () => !isMainThread && Boolean(process.env[SHARD_ENV]);
+import { Worker } from "node:worker_threads";
+import { log } from "../log.ts";
+import type { LauncherMessage } from "../protocol.ts";
 
 /**
  * What the supervisor drives for a shard thread, the same handle a child process gives it:

@@ -5,26 +5,36 @@
  * @module
  */
 import { pathToFileURL } from "node:url";
-import type { Config } from "./config.ts";
-import { log } from "./log.ts";
+import { log } from "../log.ts";
 import {
   isShardMessage,
   type LauncherMessage,
   SHARD_ENV,
   type ShardSpec,
   type ShardStats,
-} from "./protocol.ts";
+} from "../protocol.ts";
+import type { Runtime, ShardHandle } from "../types.ts";
+import type { Config } from "./config.ts";
 import { ThreadShard } from "./threads.ts";
-import type { Runtime, ShardHandle } from "./types.ts";
 
 /** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
 export class ShardStartError extends Error {
   readonly index: number;
   readonly code?: string;
-  constructor(index: number, message: string, code?: string) {
+  /** Set where the shard said why: "load" (the app module) or "listen". */
+  readonly stage?: "load" | "listen";
+  /** The shard's own one-line account, without the `shard N failed to start` prefix. */
+  readonly detail: string;
+  constructor(
+    index: number,
+    message: string,
+    { code, stage, detail }: { code?: string; stage?: "load" | "listen"; detail?: string } = {},
+  ) {
     super(message);
     this.index = index;
     this.code = code;
+    this.stage = stage;
+    this.detail = detail ?? message;
   }
 }
 
@@ -94,7 +104,11 @@ class Shard {
           resolve();
         } else {
           reject(
-            new ShardStartError(index, `shard ${index} failed to start: ${message.message}`, message.code),
+            new ShardStartError(index, `shard ${index} failed to start: ${message.message}`, {
+              code: message.code,
+              stage: message.stage,
+              detail: message.message,
+            }),
           );
         }
       });

@@ -3,7 +3,7 @@
  * does. Imports nothing from node:, so a Deno shard thread does not load Deno's Node layer for it.
  * @module
  */
-import type { FetchApp, Runtime } from "./types.ts";
+import type { FetchApp, Runtime } from "../types.ts";
 
 /** The app module is missing, throws at import, or has no fetch: exit 2. */
 export class AppModuleError extends Error {}

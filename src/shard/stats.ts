@@ -5,9 +5,9 @@
  * and `shard="all"`, so the launcher's sum over shards also yields the totals.
  * @module
  */
-import { log } from "./log.ts";
-import type { ShardSpec, ShardStats } from "./protocol.ts";
-import type { FetchApp } from "./types.ts";
+import { log } from "../log.ts";
+import type { ShardSpec, ShardStats } from "../protocol.ts";
+import type { FetchApp } from "../types.ts";
 
 export interface Instrumented {
   fetch: FetchApp["fetch"];

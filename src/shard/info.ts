@@ -3,7 +3,7 @@
  * in any shard (process or thread). Import it as `shardport/shard`.
  * @module
  */
-import { SHARD_ENV, type ShardSpec } from "./protocol.ts";
+import { SHARD_ENV, type ShardSpec } from "../protocol.ts";
 
 /** Where a shard puts its spec before it imports the app (each thread has its own globalThis). */
 const SPEC = Symbol.for("shardport.shard");

@@ -5,8 +5,8 @@
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { HttpServer } from "../types.ts";
 import { defaultShardCount, type ReadText } from "./cpus.ts";
-import type { HttpServer } from "./types.ts";
 
 export const MAX_SHARDS = 1024;
 
