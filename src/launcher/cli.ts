@@ -44,6 +44,9 @@ function checkAppFile(path: string): void {
   if (!isFile) throw new LaunchError(EXIT.usage, `app module ${path} is not a file`);
 }
 
+/** `--watch`'s watcher, closed at stop. */
+let watching: { close(): Promise<void> } | undefined;
+
 /** Why the launcher cannot serve, with the exit code the CLI gives it. */
 export class LaunchError extends Error {
   readonly exitCode: number;
@@ -141,6 +144,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   let stopping = false;
   const stop = async () => {
     stopping = true;
+    void watching?.close();
     log.info(`stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
     await supervisor.stop();
     log.info("stopped");
@@ -202,6 +206,15 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     log.warn(
       `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
     );
+  }
+  if (config.watch.length > 0) {
+    const { watchForChanges } = await import("./watch.ts");
+    watching = await watchForChanges(config.watch, (changed) => {
+      if (stopping) return;
+      log.info(`watch: ${changed} changed, reloading`);
+      void supervisor.reload();
+    });
+    log.info(`watching ${config.watch.join(", ")} for changes`);
   }
   log.info(
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,

@@ -3,7 +3,8 @@
  * is the one line the launcher prints before it exits 2.
  * @module
  */
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { HttpServer } from "../types.ts";
 import { defaultShardCount, type ReadText } from "./cpus.ts";
@@ -32,6 +33,8 @@ export interface Config {
   drainTimeoutMs: number;
   /** How long a new shard may take to load the app and listen. */
   readyTimeoutMs: number;
+  /** Folders or files whose changes cause a rolling reload (`--watch`); empty: off. */
+  watch: string[];
   help: boolean;
 }
 
@@ -61,11 +64,25 @@ Options (flags beat environment variables):
   --access-log         log one line per request
   --drain-timeout MS   time a stopping shard has to finish its requests (default 10000)
   --ready-timeout MS   time a new shard has to load and listen (default 10000)
+  --watch[=PATHS]      reload when a file under the app's folder (or under PATHS, comma-separated)
+                       changes; node_modules, .git and dotfiles are ignored (for development)
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
   -h, --help           print this and exit 0
 
 Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start);
 2 bad command line or app module.`;
+
+/** `--watch`: the app module's folder; `--watch=a,b`: those paths, each of which must exist. */
+function watchPaths(on: boolean, list: string | undefined, app: string): string[] {
+  if (!on) return [];
+  if (list === undefined) return [dirname(app)];
+  const paths = list.split(",").filter(Boolean);
+  if (paths.length === 0) throw new UsageError("--watch= needs at least one path");
+  return paths.map((path) => {
+    if (!existsSync(path)) throw new UsageError(`--watch: no such file or folder: ${path}`);
+    return resolve(path);
+  });
+}
 
 const VALUE_FLAGS = [
   "shards",
@@ -99,6 +116,16 @@ function joinNegativeValues(args: string[]): string[] {
   return out;
 }
 
+/**
+ * `--watch` takes its paths only as `--watch=PATHS`: a bare `--watch` followed by a word would be
+ * ambiguous with the app module (`--watch app.ts`).
+ */
+function splitWatchPaths(args: string[]): string[] {
+  return args.flatMap((arg) =>
+    arg.startsWith("--watch=") ? ["--watch", "--watch-paths", arg.slice("--watch=".length)] : [arg],
+  );
+}
+
 export function parseConfig(
   argv: string[],
   env: Record<string, string | undefined>,
@@ -123,11 +150,13 @@ export function parseConfig(
         "drain-timeout": { type: "string" },
         "ready-timeout": { type: "string" },
         strict: { type: "boolean", default: false },
+        watch: { type: "boolean", default: false },
+        "watch-paths": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
   try {
-    parsed = parse(joinNegativeValues(argv));
+    parsed = parse(splitWatchPaths(joinNegativeValues(argv)));
   } catch (error) {
     const message = (error as Error).message;
     const unknown = /Unknown option '([^']+)'/.exec(message);
@@ -194,6 +223,11 @@ export function parseConfig(
     strict: values.strict ?? false,
     drainTimeoutMs: integer("--drain-timeout", values["drain-timeout"] ?? "10000", 0, 3_600_000),
     readyTimeoutMs: integer("--ready-timeout", values["ready-timeout"] ?? "10000", 1, 3_600_000),
+    watch: watchPaths(
+      values.watch ?? false,
+      values["watch-paths"],
+      app === undefined ? defaultApp : resolve(app),
+    ),
     help: values.help ?? false,
   };
 }

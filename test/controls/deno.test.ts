@@ -1,0 +1,4 @@
+import { controlsSuite } from "../controls.ts";
+import { RUNTIMES } from "../helpers.ts";
+
+controlsSuite(RUNTIMES.deno);
