@@ -73,6 +73,10 @@ export function dashboardHandler(monitor: Monitor, root: string, info: Dashboard
   monitor.keepSampling();
   return (request, response) => {
     const path = (request.url ?? "/").split("?")[0];
+    if (path === "/favicon.ico") {
+      response.writeHead(204, HEADERS).end();
+      return true;
+    }
     if (path !== "/events" && !(path in files)) return false;
     if (request.method !== "GET" && request.method !== "HEAD") {
       response.writeHead(405, { allow: "GET, HEAD" }).end();
