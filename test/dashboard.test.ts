@@ -73,16 +73,18 @@ const seriesPixels = (page: Page) =>
   });
 
 /**
- * The README's picture: load for a while, a reload under load, load again, then the page. Only
+ * The README's picture: load for a while, a reload under load, a crash, then the page. Only
  * with SHARDPORT_SCREENSHOT=path; connections reset by the reload do not matter here.
  */
-async function screenshot(page: Page, url: string, port: number, path: string) {
+async function screenshot(page: Page, url: string, port: number, launcherPid: number, path: string) {
   const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-  const traffic = load(url, { concurrency: 4, maxMs: 30_000 });
+  const traffic = load(url, { concurrency: 4, maxMs: 40_000 });
   await pause(12_000);
   const reload = run(rt, ["reload", "--port", String(port)]);
   await reload.exited;
-  await pause(12_000);
+  await pause(10_000);
+  process.kill(childrenOf(launcherPid)[0], "SIGKILL"); // a crash, and its restart
+  await pause(10_000);
   await traffic.stop();
   await pause(1500);
   await page.screenshot({ path });
@@ -172,7 +174,7 @@ describe("dashboard in chromium", { skip: noBrowser }, () => {
       `the table shows the new pids: ${await tablePids(page)} vs ${renewed}`,
     );
     if (process.env.SHARDPORT_SCREENSHOT)
-      await screenshot(page, app.url, port, process.env.SHARDPORT_SCREENSHOT);
+      await screenshot(page, app.url, port, app.launcherPid, process.env.SHARDPORT_SCREENSHOT);
     assert.deepEqual(elsewhere, [], "the page loads nothing from elsewhere");
     assert.deepEqual(problems, [], "no error in the page");
     await page.close();

@@ -69,6 +69,7 @@ function markersPlugin() {
           ctx.save();
           ctx.font = `${Math.round(10 * devicePixelRatio)}px system-ui, sans-serif`;
           ctx.textAlign = "center";
+          let named = 0;
           for (const marker of state.markers) {
             if (marker.x < min || marker.x > max) continue;
             const x = Math.round(u.valToPos(marker.x, "x", true));
@@ -80,7 +81,9 @@ function markersPlugin() {
             ctx.moveTo(x, bbox.top);
             ctx.lineTo(x, bbox.top + bbox.height);
             ctx.stroke();
-            if (marker.label) ctx.fillText(marker.label, x, bbox.top + 10 * devicePixelRatio);
+            // Names alternate between two heights, so that close ones stay readable.
+            if (marker.label)
+              ctx.fillText(marker.label, x, bbox.top + (10 + 12 * (named++ % 2)) * devicePixelRatio);
           }
           ctx.restore();
         },
