@@ -5,6 +5,7 @@
  * view is a redrawn table, which needs no terminal library.
  * @module
  */
+import { formatDuration } from "./cli.ts";
 import type { Config } from "./config.ts";
 import { queryLauncher } from "./control.ts";
 import type { LauncherEvent } from "./events.ts";
@@ -29,13 +30,6 @@ const ms = (value: number | null) =>
 const rate = (value: number | null) => (value === null ? "-" : value.toFixed(value < 100 ? 1 : 0));
 const percent = (share: number | null) => (share === null ? "-" : `${(share * 100).toFixed(1)}%`);
 const clock = (time: number) => new Date(time).toTimeString().slice(0, 8);
-
-function duration(ms: number): string {
-  const s = Math.floor(ms / 1000);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
-}
 
 /** Aligns the columns of `rows` (the first is the header); numbers to the right. */
 function table(rows: string[][]): string[] {
@@ -64,7 +58,7 @@ export function formatTop(answer: TopAnswer, height = Number.POSITIVE_INFINITY):
       ms(shard.p99Ms),
       mb(shard.rssBytes),
       String(shard.restarts),
-      shard.state === "exited" ? "-" : duration(shard.uptimeMs),
+      shard.state === "exited" ? "-" : formatDuration(shard.uptimeMs),
     ]);
   }
   const { totals } = answer;
