@@ -10,6 +10,10 @@ import { ListenError, type Listener, type ListenOptions } from "../src/types.ts"
 
 export async function listenNodeHttp({ port, host, fetch }: ListenOptions): Promise<Listener> {
   const server = createAdaptorServer({ fetch }) as Server;
+  let connections = 0;
+  server.on("connection", () => {
+    connections++;
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -26,5 +30,6 @@ export async function listenNodeHttp({ port, host, fetch }: ListenOptions): Prom
         server.closeIdleConnections();
       }),
     closeAll: () => server.closeAllConnections(),
+    connections: () => connections,
   };
 }

@@ -36,8 +36,21 @@ export interface ShardStats {
   requests: number;
   rssBytes: number;
   heapBytes: number;
+  /**
+   * Latency histogram since the shard started timing (see src/shard/stats.ts): counts per
+   * bucket, bucket i holding durations up to 2^((i+1)/4) µs; trailing empty buckets left out.
+   */
+  latency?: number[];
+  /** Connections accepted, where the shard's server tells (node:http). */
+  connections?: number;
   metrics?: unknown[];
 }
+
+/** Buckets of ShardStats.latency: four per doubling, from 1 µs up to 2^32 µs (over an hour). */
+export const LATENCY_BUCKETS = 128;
+
+/** The upper bound, in ms, of latency bucket `index`. */
+export const latencyBucketMs = (index: number) => 2 ** ((index + 1) / 4) / 1000;
 
 /** Shard → launcher. */
 export type ShardMessage =
@@ -46,7 +59,10 @@ export type ShardMessage =
   | { type: "failed"; stage: "load" | "listen"; code?: string; message: string };
 
 /** Launcher → shard. */
-export type LauncherMessage = { type: "drain" } | { type: "stats"; id: number };
+export type LauncherMessage =
+  | { type: "drain" }
+  /** `latency`: someone watches latency (`top`); the shard times its requests for a while. */
+  | { type: "stats"; id: number; latency?: boolean };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
   const type = (value as { type?: unknown } | null)?.type;

@@ -41,6 +41,8 @@ export interface Listener {
    * shard exits a second later in any case, which closes what is left.
    */
   closeAll(): void;
+  /** Connections accepted so far, where the server tells (node:http); for `top` and the dashboard. */
+  connections?(): number;
 }
 
 /** A listen failure, with the errno-style code the launcher reports (`EADDRINUSE`...). */

@@ -4,11 +4,14 @@
  * @module
  */
 import { readFileSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
 import type { Runtime } from "../types.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
 import { queryLauncher, serveControl, signalLauncher, writePidFile } from "./control.ts";
+import { event, recentEvents } from "./events.ts";
+import { Monitor } from "./monitor.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
 
@@ -88,6 +91,10 @@ export async function runLauncher(runtime: Runtime, defaultApp: string): Promise
       exit(EXIT.failed, (error as Error).message);
     }
   }
+  if (config.command === "top") {
+    const { runTop } = await import("./top.ts"); // the terminal view, only for `top`
+    exit(await runTop(config));
+  }
   if (config.command !== "serve") {
     const signal = config.command === "reload" ? "SIGHUP" : "SIGTERM";
     try {
@@ -145,7 +152,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   const stop = async () => {
     stopping = true;
     void watching?.close();
-    log.info(`stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
+    event("stop", `stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
     await supervisor.stop();
     log.info("stopped");
   };
@@ -176,10 +183,35 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
         : error.message;
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
+  const header = () => ({
+    url: urlOf(config),
+    runtime: `${runtime.name} ${runtime.version}`,
+    mode: config.mode,
+    launcherPid: process.pid,
+    reloads: supervisor.reloads,
+  });
+  const monitor = new Monitor(supervisor);
+  let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
+  if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {
+    const { dashboardHandler, serveDashboard } = await import("./dashboard.ts");
+    const where = urlOf({ host: config.host, port: config.dashboardPort ?? config.metricsPort ?? 0 });
+    try {
+      dashboard = dashboardHandler(monitor, dirname(dirname(runtime.entry)), header());
+      if (config.dashboardPort !== undefined) {
+        await serveDashboard(dashboard, config.host, config.dashboardPort);
+      }
+    } catch (error) {
+      await supervisor.stop();
+      throw new LaunchError(
+        EXIT.failed,
+        `cannot serve the dashboard on ${where}: ${(error as Error).message}`,
+      );
+    }
+  }
   if (config.metricsPort !== undefined) {
     try {
       const { serveMetrics } = await import("./metrics.ts"); // prom-client, only when asked for
-      await serveMetrics(supervisor, config);
+      await serveMetrics(supervisor, config, dashboard);
     } catch (error) {
       await supervisor.stop();
       throw new LaunchError(
@@ -191,17 +223,14 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   try {
     process.on("exit", writePidFile(config.host, config.port));
     const status = async (): Promise<LauncherStatus> => ({
-      url: urlOf(config),
-      runtime: `${runtime.name} ${runtime.version}`,
-      mode: config.mode,
-      launcherPid: process.pid,
-      reloads: supervisor.reloads,
+      ...header(),
       shards: (await supervisor.status()).map(({ stats, ...shard }) => ({
         ...shard,
         stats: stats && { ...stats, metrics: undefined },
       })),
     });
-    process.on("exit", await serveControl(config.host, config.port, { status }));
+    const top = async () => ({ ...header(), ...(await monitor.watch()), events: recentEvents() });
+    process.on("exit", await serveControl(config.host, config.port, { status, top }));
   } catch (error) {
     log.warn(
       `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
@@ -216,7 +245,8 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     });
     log.info(`watching ${config.watch.join(", ")} for changes`);
   }
-  log.info(
+  event(
+    "start",
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
   return { url: urlOf(config), shards: config.shards, reload: () => supervisor.reload(), stop };
@@ -295,7 +325,7 @@ interface LauncherStatus {
   shards: ShardStatus[];
 }
 
-function formatDuration(ms: number): string {
+export function formatDuration(ms: number): string {
   const s = Math.floor(ms / 1000);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;

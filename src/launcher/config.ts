@@ -13,7 +13,7 @@ export const MAX_SHARDS = 1024;
 
 export interface Config {
   /** `serve` (the default) starts shards; `reload` and `stop` signal the launcher on host:port. */
-  command: "serve" | "reload" | "stop" | "status";
+  command: "serve" | "reload" | "stop" | "status" | "top";
   shards: number;
   port: number;
   host: string;
@@ -25,8 +25,10 @@ export interface Config {
   http: HttpServer;
   /** Exit 1 instead of falling back when SO_REUSEPORT cannot be used. */
   strict: boolean;
-  /** Port of the launcher's Prometheus endpoint, or undefined (off). */
+  /** Port of the launcher's Prometheus endpoint (and the dashboard at `/`), or undefined (off). */
   metricsPort?: number;
+  /** Port of the launcher's dashboard page alone, or undefined (off). */
+  dashboardPort?: number;
   /** One log line per request. */
   accessLog: boolean;
   /** How long a shard may take to finish in-flight requests before they are cut. */
@@ -41,7 +43,7 @@ export interface Config {
 export class UsageError extends Error {}
 
 export const USAGE = `Usage: shardport [options] [app-module]
-       shardport reload|stop|status [--host H] [--port N]
+       shardport reload|stop|status|top [--host H] [--port N]
 
 Serves the app module's default export (a Hono app or any { fetch }) from N processes that
 share one port with SO_REUSEPORT; the Linux kernel spreads connections between them.
@@ -49,8 +51,9 @@ share one port with SO_REUSEPORT; the Linux kernel spreads connections between t
   bun run start -- [options] [app]     deno task start [options] [app]     node dist/node.js [options] [app]
 
 reload: SIGHUP to the launcher on host:port (a rolling restart that loads the app anew);
-stop: SIGTERM to it (drain and exit); status: a table of its shards. They find it through its
-pid file and control socket.
+stop: SIGTERM to it (drain and exit); status: a table of its shards; top: that table live,
+with requests/s, shares, latency and recent events (q quits). They find it through its pid file
+and control socket.
 
 Options (flags beat environment variables):
   --shards N           shards to start, 1-${MAX_SHARDS} (env SHARDS; default: CPUs this process may use)
@@ -60,7 +63,9 @@ Options (flags beat environment variables):
   --mode process|threads  shards as processes (default) or as worker threads of one process
   --http native|node   the shards' HTTP server: the runtime's own (default), or node:http, whose
                        drain loses nothing on Deno at about half Deno.serve's throughput
-  --metrics-port N     serve Prometheus metrics of all shards from the launcher on host:N (off)
+  --metrics-port N     serve Prometheus metrics of all shards from the launcher on host:N (off),
+                       at /metrics, and the dashboard page at /
+  --dashboard-port N   serve the dashboard page alone from the launcher on host:N (off)
   --access-log         log one line per request
   --drain-timeout MS   time a stopping shard has to finish its requests (default 10000)
   --ready-timeout MS   time a new shard has to load and listen (default 10000)
@@ -92,6 +97,7 @@ const VALUE_FLAGS = [
   "mode",
   "http",
   "metrics-port",
+  "dashboard-port",
   "drain-timeout",
   "ready-timeout",
 ];
@@ -146,6 +152,7 @@ export function parseConfig(
         http: { type: "string", default: "native" },
         mode: { type: "string", default: "process" },
         "metrics-port": { type: "string" },
+        "dashboard-port": { type: "string" },
         "access-log": { type: "boolean", default: false },
         "drain-timeout": { type: "string" },
         "ready-timeout": { type: "string" },
@@ -166,8 +173,8 @@ export function parseConfig(
   const { values } = parsed;
   let positionals = parsed.positionals;
   let command: Config["command"] = "serve";
-  if (positionals[0] === "reload" || positionals[0] === "stop" || positionals[0] === "status") {
-    command = positionals[0];
+  if (["reload", "stop", "status", "top"].includes(positionals[0])) {
+    command = positionals[0] as Config["command"];
     positionals = positionals.slice(1);
     if (positionals.length > 0) throw new UsageError(`${command} takes no app module, got ${positionals[0]}`);
   }
@@ -194,6 +201,10 @@ export function parseConfig(
     values["metrics-port"] === undefined
       ? undefined
       : integer("--metrics-port", values["metrics-port"], 1, 65535);
+  const dashboardPort =
+    values["dashboard-port"] === undefined
+      ? undefined
+      : integer("--dashboard-port", values["dashboard-port"], 1, 65535);
   const mode = values.mode as Config["mode"];
   if (mode !== "process" && mode !== "threads") {
     throw new UsageError(`--mode must be process or threads, got '${values.mode}'`);
@@ -219,6 +230,7 @@ export function parseConfig(
     mode,
     http,
     metricsPort,
+    dashboardPort,
     accessLog: values["access-log"] ?? false,
     strict: values.strict ?? false,
     drainTimeoutMs: integer("--drain-timeout", values["drain-timeout"] ?? "10000", 0, 3_600_000),

@@ -7,9 +7,15 @@
 import { createServer, type Server } from "node:http";
 import { AggregatorRegistry, Counter, Gauge, Registry } from "prom-client";
 import type { Config } from "./config.ts";
+import type { DashboardHandler } from "./dashboard.ts";
 import type { Supervisor } from "./supervisor.ts";
 
-export async function serveMetrics(supervisor: Supervisor, config: Config): Promise<Server> {
+/** Serves /metrics, and `dashboard`'s paths (the page at `/`) beside it. */
+export async function serveMetrics(
+  supervisor: Supervisor,
+  config: Config,
+  dashboard?: DashboardHandler,
+): Promise<Server> {
   const registry = new Registry();
   new Gauge({
     name: "shardport_shards_ready",
@@ -51,7 +57,7 @@ export async function serveMetrics(supervisor: Supervisor, config: Config): Prom
 
   const server = createServer(async (request, response) => {
     if (request.url !== "/metrics") {
-      response.writeHead(404).end("see /metrics\n");
+      if (!dashboard?.(request, response)) response.writeHead(404).end("see /metrics\n");
       return;
     }
     const shards = await supervisor.status();

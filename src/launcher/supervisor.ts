@@ -15,6 +15,7 @@ import {
 } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
+import { event } from "./events.ts";
 import { ThreadShard } from "./threads.ts";
 
 /** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
@@ -144,7 +145,7 @@ class Shard {
   }
 
   /** Asks the shard for its numbers; undefined if it does not answer within `timeoutMs`. */
-  stats(timeoutMs = 1000): Promise<ShardStats | undefined> {
+  stats(timeoutMs = 1000, latency = false): Promise<ShardStats | undefined> {
     if (this.state !== "ready" || !this.child.connected) return Promise.resolve(undefined);
     const id = this.nextStatsId++;
     return new Promise((resolve) => {
@@ -155,7 +156,7 @@ class Shard {
         resolve(stats);
       };
       this.pendingStats.set(id, done);
-      this.child.send({ type: "stats", id });
+      this.child.send({ type: "stats", id, latency });
     });
   }
 
@@ -255,8 +256,10 @@ export class Supervisor {
     if (wasReady && Date.now() - shard.readyAt >= STABLE_AFTER_MS) this.crashes[index] = 0;
     const crashes = ++this.crashes[index];
     if (!wasReady && crashes >= MAX_START_FAILURES) {
-      log.error(
+      event(
+        "exit",
         `shard ${index} failed to start ${crashes} times in a row (${shard.exitReason}): giving it up`,
+        { level: "error", shard: index },
       );
       if (
         this.slots.every((slot) => slot === undefined) &&
@@ -267,7 +270,10 @@ export class Supervisor {
       return;
     }
     const delay = Math.min(RESTART_DELAY_MS * 2 ** (crashes - 1), RESTART_DELAY_MAX_MS);
-    log.warn(`shard ${index} (${shard.label}) ${shard.exitReason}; restarting in ${delay} ms`);
+    event("exit", `shard ${index} (${shard.label}) ${shard.exitReason}; restarting in ${delay} ms`, {
+      level: "warn",
+      shard: index,
+    });
     this.restartTimers[index] = setTimeout(() => {
       this.restartTimers[index] = undefined;
       if (this.stopping || this.slots[index] !== undefined) return;
@@ -275,7 +281,7 @@ export class Supervisor {
       this.slots[index] = next;
       this.restarts[index]++;
       next.ready.then(
-        () => log.info(`shard ${index} restarted as ${next.label}`),
+        () => event("restart", `shard ${index} restarted as ${next.label}`, { shard: index }),
         (error: Error) => log.warn(error.message),
       );
     }, delay);
@@ -300,6 +306,7 @@ export class Supervisor {
     const generation = this.generation + 1;
     const total = this.slots.length;
     const started = Date.now();
+    event("reload", `reload started: replacing ${total} shards one by one (generation ${generation})`);
     for (let index = 0; index < total; index++) {
       if (this.stopping) return;
       const next = this.spawn(index, generation);
@@ -307,8 +314,10 @@ export class Supervisor {
         await next.ready;
       } catch (error) {
         next.kill();
-        log.error(
+        event(
+          "reload",
           `reload stopped at ${index + 1}/${total}: ${(error as Error).message}; the running shards keep serving`,
+          { level: "error", shard: index },
         );
         return;
       }
@@ -319,11 +328,14 @@ export class Supervisor {
       this.slots[index] = next;
       this.crashes[index] = 0;
       if (old) this.retire(old);
-      log.info(`reload ${index + 1}/${total}: shard ${index} ${old?.label ?? "-"} -> ${next.label}`);
+      event("reload", `reload ${index + 1}/${total}: shard ${index} ${old?.label ?? "-"} -> ${next.label}`, {
+        shard: index,
+      });
     }
     this.generation = generation;
     this.reloads++;
-    log.info(
+    event(
+      "reload",
       `reload done: ${total} shards replaced in ${Date.now() - started} ms (generation ${generation})`,
     );
   }
@@ -333,8 +345,11 @@ export class Supervisor {
     return this.slots.filter((shard) => shard?.state === "ready").length;
   }
 
-  /** Every slot's shard and, from those that answer within a second, their numbers. */
-  async status(): Promise<ShardStatus[]> {
+  /**
+   * Every slot's shard and, from those that answer within a second, their numbers; `latency`
+   * has them time their requests from now on, for a while (src/shard/stats.ts).
+   */
+  async status({ latency = false } = {}): Promise<ShardStatus[]> {
     const now = Date.now();
     return Promise.all(
       this.slots.map(async (shard, index) => ({
@@ -343,7 +358,7 @@ export class Supervisor {
         state: shard?.state ?? "exited",
         uptimeMs: shard ? now - (shard.readyAt || shard.startedAt) : 0,
         restarts: this.restarts[index],
-        stats: await shard?.stats(),
+        stats: await shard?.stats(1000, latency),
       })),
     );
   }

@@ -80,7 +80,12 @@ export async function runShard(
   channel.onMessage(async (message) => {
     if (message?.type === "drain") drain();
     if (message?.type === "stats" && stats)
-      send({ type: "stats", id: message.id, ...(await stats.snapshot()) });
+      send({
+        type: "stats",
+        id: message.id,
+        ...(await stats.snapshot(message.latency)),
+        connections: listener?.connections?.(),
+      });
   });
   // The launcher is gone (even SIGKILLed): its end of the IPC channel closed. No orphans.
   channel.onGone(drain);

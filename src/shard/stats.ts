@@ -1,17 +1,56 @@
 /**
- * A shard's own numbers, sent to the launcher when it asks (for `status` and `/metrics`):
- * requests served, memory, and with --metrics-port (only then is prom-client loaded) a registry
- * with the request counter and latency histogram. Every series exists twice, `shard="<index>"`
- * and `shard="all"`, so the launcher's sum over shards also yields the totals.
+ * A shard's own numbers, sent to the launcher when it asks (for `status`, `top`, the dashboard
+ * and `/metrics`): requests served, memory, a latency histogram, and with --metrics-port (only
+ * then is prom-client loaded) a registry with the request counter and latency histogram. Every
+ * series exists twice, `shard="<index>"` and `shard="all"`, so the launcher's sum over shards
+ * also yields the totals.
  * @module
  */
+
 import { log } from "../log.ts";
-import type { ShardSpec, ShardStats } from "../protocol.ts";
+import { LATENCY_BUCKETS, type ShardSpec, type ShardStats } from "../protocol.ts";
 import type { FetchApp } from "../types.ts";
 
 export interface Instrumented {
   fetch: FetchApp["fetch"];
-  snapshot(): Promise<Omit<ShardStats, "type" | "id">>;
+  /** The numbers; `watchLatency` has the shard time its requests for the next WATCH_MS. */
+  snapshot(watchLatency?: boolean): Promise<Omit<ShardStats, "type" | "id">>;
+}
+
+/** How long the shard keeps timing requests after the launcher last asked for its numbers. */
+export const WATCH_MS = 30_000;
+
+/**
+ * A cumulative latency histogram (see ShardStats.latency), kept only while someone watches
+ * (`top`) or requests are timed anyway (--metrics-port, --access-log): a stats request that asks
+ * for latency switches it on for WATCH_MS, so an unwatched shard pays one boolean test per
+ * request.
+ */
+function latencyHistogram() {
+  const counts = new Float64Array(LATENCY_BUCKETS);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const histogram = {
+    watched: false,
+    record(ms: number) {
+      // Bucket i holds durations up to 2^((i+1)/4) µs.
+      const index = Math.ceil(Math.log2(ms * 1000) * 4) - 1;
+      counts[index < 0 ? 0 : index >= LATENCY_BUCKETS ? LATENCY_BUCKETS - 1 : index]++;
+    },
+    /** The counts so far, without trailing empty buckets; `watch` (re)starts the watch. */
+    read(watch = false): number[] {
+      if (watch) {
+        histogram.watched = true;
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          histogram.watched = false;
+        }, WATCH_MS);
+      }
+      let end = LATENCY_BUCKETS;
+      while (end > 0 && counts[end - 1] === 0) end--;
+      return Array.from(counts.subarray(0, end));
+    },
+  };
+  return histogram;
 }
 
 export async function instrument(
@@ -20,20 +59,29 @@ export async function instrument(
   memoryUsage: () => { rss: number; heapUsed: number },
 ): Promise<Instrumented> {
   let requests = 0;
+  const latency = latencyHistogram();
   const memory = () => {
     const { rss, heapUsed } = memoryUsage();
     return { rssBytes: rss, heapBytes: heapUsed };
   };
   if (!spec.metrics && !spec.accessLog) {
-    // The only cost per request: one increment.
+    const timed = async (request: Request, env?: unknown, context?: unknown) => {
+      const started = performance.now();
+      try {
+        return await fetch(request, env, context);
+      } finally {
+        latency.record(performance.now() - started);
+      }
+    };
+    // Unwatched, the only cost per request: one increment and one test.
     return {
       // Fixed parameters: no rest array allocated per request. What the runtime passes (Bun's
       // server, Deno's info, Hono's env and context) goes through as it came.
       fetch: (request, env?, context?) => {
         requests++;
-        return fetch(request, env, context);
+        return latency.watched ? timed(request, env, context) : fetch(request, env, context);
       },
-      snapshot: async () => ({ requests, ...memory() }),
+      snapshot: async (watch) => ({ requests, ...memory(), latency: latency.read(watch) }),
     };
   }
   const shard = String(spec.index);
@@ -48,17 +96,19 @@ export async function instrument(
         status = response.status;
         return response;
       } finally {
-        const seconds = (performance.now() - started) / 1000;
+        const ms = performance.now() - started;
+        latency.record(ms);
+        const seconds = ms / 1000;
         metrics?.observe(status, seconds);
         if (spec.accessLog) {
           const { pathname, search } = new URL(request.url);
           const path = pathname + search;
-          const ms = Math.round(seconds * 10_000) / 10;
-          log.info(`${request.method} ${path} ${status} ${ms} ms`, {
+          const rounded = Math.round(ms * 10) / 10;
+          log.info(`${request.method} ${path} ${status} ${rounded} ms`, {
             method: request.method,
             path,
             status,
-            ms,
+            ms: rounded,
           });
         }
       }
@@ -66,6 +116,7 @@ export async function instrument(
     snapshot: async () => ({
       requests,
       ...memory(),
+      latency: latency.read(),
       metrics: await metrics?.registry.getMetricsAsJSON(),
     }),
   };
