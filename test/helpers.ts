@@ -190,6 +190,30 @@ export function get(url: string, timeoutMs = 5000): Promise<Reply> {
   });
 }
 
+export interface KeptReply extends Reply {
+  headers: http.IncomingHttpHeaders;
+  /** The local port of the connection it came on (which connection the agent used). */
+  localPort: number;
+}
+
+/** One request through `agent` (a keep-alive agent reuses its connections). */
+export function agentGet(url: string, agent: http.Agent, timeoutMs = 5000): Promise<KeptReply> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent, timeout: timeoutMs }, (res) => {
+      let body = "";
+      const localPort = res.socket.localPort ?? 0;
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => {
+        body += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers, localPort }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on("error", reject);
+  });
+}
+
 export const pidOf = (body: string) => Number(/Hello from PID (\d+)/.exec(body)?.[1] ?? Number.NaN);
 
 /** Which shard answered: `pid/index` from the demo app's body (threads share the pid). */

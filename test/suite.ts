@@ -5,12 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
+  agentGet,
   chiSquaredUniformP,
   eventually,
+  FIXTURES,
   foreignReusePortListener,
   freshPort,
   get,
@@ -24,6 +27,8 @@ import {
   spread,
   start,
 } from "./helpers.ts";
+
+const FAULT_APP = join(FIXTURES, "fault-app.ts");
 
 /** The launcher's own lines: one per message, all prefixed. */
 const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
@@ -105,6 +110,34 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         assert.ok(await portIsFree(port));
       });
     }
+
+    test("drain with keep-alive clients: idle connections close at once, a response in flight closes its connection", async () => {
+      const modes = rt.fallback ? [[]] : [[], ["--mode", "threads"]];
+      const https = rt.lossyNativeDrain ? [[], ["--http", "node"]] : [[]];
+      for (const mode of modes) {
+        for (const server of https) {
+          const extra = [...mode, ...server];
+          const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), ...extra, FAULT_APP]);
+          const agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 60_000 });
+          // Idle keep-alive connections, on whichever shards the kernel picked.
+          const idle = await Promise.all(Array.from({ length: 4 }, () => agentGet(app.url, agent)));
+          assert.ok(idle.every((reply) => reply.status === 200));
+          const slow = agentGet(`${app.url}/slow?ms=500`, agent);
+          await app.waitFor(/slow request started/);
+          const signalled = Date.now();
+          process.kill(app.launcherPid, "SIGTERM");
+          const reply = await slow;
+          const code = await app.exited;
+          const took = Date.now() - signalled;
+          agent.destroy();
+          assert.equal(reply.status, 200, `${extra.join(" ")}: ${reply.body}`);
+          assert.equal(code, 0, app.output());
+          assert.ok(took < 500 + 1000, `${extra.join(" ")}: the launcher exited ${took} ms after SIGTERM`);
+          if (rt.runtime === "node" || server.includes("node"))
+            assert.equal(reply.headers.connection, "close", "a response sent while draining closes");
+        }
+      }
+    });
 
     test("a user's app module (TypeScript Hono, or a plain { fetch }) is served; flags beat env", async () => {
       for (const [module, path, expected] of [
