@@ -1,6 +1,6 @@
 // Running it for real: library use, the health middleware, and the deploy/ manifests.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -186,5 +186,33 @@ describe("deploy/", () => {
     assert.equal(unit.get("KillMode"), "mixed", "SIGTERM to the launcher only; it drains the shards");
     assert.ok(Number(unit.get("TimeoutStopSec")) > drainTimeoutMs / 1000);
     assert.match(unit.get("ExecStart") ?? "", /dist\/node\.js --drain-timeout 10000$/);
+  });
+});
+
+describe("test/netns.sh", () => {
+  test("without root it skips the fault suite with the reason, and in CI (CI=true) that is an error", (t) => {
+    if (process.getuid?.() !== 0) return t.skip("needs root to run it as another user");
+    const asNobody = (env: Record<string, string | undefined>) =>
+      spawnSync(
+        "/usr/bin/setpriv",
+        [
+          "--reuid=nobody",
+          "--regid=nogroup",
+          "--clear-groups",
+          "test/netns.sh",
+          "sh",
+          "-c",
+          "echo ran: $SHARDPORT_NO_NETNS",
+        ],
+        { cwd: ROOT, env: { ...ENV, ...env }, encoding: "utf8" },
+      );
+    const local = asNobody({ CI: undefined });
+    assert.equal(local.status, 0, local.stderr);
+    assert.equal(local.stdout, "ran: needs root for unshare -n\n");
+    assert.match(local.stderr, /fault tests skipped: needs root for unshare -n/);
+    const ci = asNobody({ CI: "true" });
+    assert.equal(ci.status, 1);
+    assert.equal(ci.stdout, "", "the suite did not run");
+    assert.match(ci.stderr, /^fault tests cannot run in CI: needs root for unshare -n$/m);
   });
 });
