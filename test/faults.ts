@@ -24,6 +24,7 @@ import {
   load,
   type RuntimeUnderTest,
   shardPids,
+  shardThreads,
   start,
 } from "./helpers.ts";
 
@@ -56,6 +57,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       assert.doesNotMatch(app.output(), /tcp_migrate_req is 0/, "no warning where migration is on");
       const first = childrenOf(app.launcherPid);
       assert.equal(first.length, threads ? 0 : 4);
+      if (threads) assert.equal(shardThreads(app.launcherPid), 4, "4 shard threads");
       const traffic = load(app.url, { concurrency: 8 });
       const retired = new Set(first);
       for (let generation = 1; generation <= 5; generation++) {
@@ -79,7 +81,11 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       for (let i = 0; i < 40; i++)
         assert.match((await get(app.url)).body, /generation 5/, "only the newest generation answers");
 
-      if (!threads) {
+      if (threads) {
+        // The 20 retired threads are gone, not only out of the table: 4 shard threads are left.
+        const gone = await eventually(() => shardThreads(app.launcherPid) === 4, 20_000);
+        assert.ok(gone, `shard threads after 5 reloads: ${shardThreads(app.launcherPid)}, not 4`);
+      } else {
         const now = await shardPids(app.url, 4);
         assert.equal(now.size, 4);
         for (const pid of now) assert.ok(!retired.has(pid), `pid ${pid} is of an old generation`);
@@ -144,6 +150,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       copyFileSync(FAULT_APP, module);
       const app = await start(rt, ["--shards", "2", "--port", String(port), module]);
       const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2, "both shards answered before the deploy");
       const traffic = load(app.url, { concurrency: 4 });
       writeFileSync(module, 'throw new Error("bad deploy: import failed");\n');
       process.kill(app.launcherPid, "SIGHUP");
@@ -166,6 +173,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       const args = ["--shards", "2", "--port", String(freshPort()), "--ready-timeout", "1000"];
       const app = await start(rt, [...args, "test/fixtures/hangs-when-flagged.ts"], { FLAG_FILE: flag });
       const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2, "both shards answered before the reload");
       writeFileSync(flag, "");
       process.kill(app.launcherPid, "SIGHUP");
       await app.waitFor(
@@ -258,9 +266,13 @@ export function faultSuite(rt: RuntimeUnderTest): void {
         () => "cut",
       );
       await app.waitFor(/stuck request started/);
+      const signalled = Date.now();
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await stuck, "cut");
       assert.equal(await app.exited, 0);
+      // The cut at 1 s, plus at most the shard's second to exit after it, plus slack for load.
+      const took = Date.now() - signalled;
+      assert.ok(took < 1000 + 2500, `the launcher exited ${took} ms after SIGTERM, not within 3.5 s`);
       assert.match(app.output(), /drain timeout of 1000 ms, cutting connections/);
       assert.doesNotMatch(app.output(), /uncaught/i, "the cut itself throws nothing");
     }

@@ -389,16 +389,45 @@ export async function foreignReusePortListener(
   };
 }
 
-/** Pids of `pid`'s child processes (the launcher's shards). */
+/**
+ * Pids of `pid`'s live child processes (the launcher's shards). A process that is not there
+ * (no /proc entry) is an error the caller sees, not an empty list. Only a thread that ends
+ * while it is read (threads come and go in threads mode) is skipped.
+ */
 export function childrenOf(pid: number): number[] {
   const pids: number[] = [];
-  try {
-    for (const task of readdirSync(`/proc/${pid}/task`)) {
-      const text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim();
-      if (text) pids.push(...text.split(/\s+/).map(Number));
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim();
+    } catch (error) {
+      if (!existsSync(`/proc/${pid}/task/${task}`) && existsSync(`/proc/${pid}`)) continue;
+      throw error;
     }
-  } catch {}
+    if (text) pids.push(...text.split(/\s+/).map(Number));
+  }
   return pids.filter(isAlive);
+}
+
+/**
+ * Shard threads of the launcher `pid` (threads mode), by the name each runtime gives a worker's
+ * OS thread in /proc/PID/task/TID/comm: `WorkerThread` (Node), `Worker` (Bun), `worker-N` (Deno).
+ */
+export function shardThreads(pid: number): number {
+  let count = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (
+        /^(WorkerThread|Worker|worker-\d+)$/.test(
+          readFileSync(`/proc/${pid}/task/${task}/comm`, "utf8").trim(),
+        )
+      )
+        count++;
+    } catch {
+      // The thread ended while we read: it is not there.
+    }
+  }
+  return count;
 }
 
 export interface LoadStats {

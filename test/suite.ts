@@ -19,11 +19,13 @@ import {
   get,
   isAlive,
   killLeftovers,
+  listenAddresses,
   plainListener,
   portIsFree,
   type RuntimeUnderTest,
   run,
   shardPids,
+  shardThreads,
   spread,
   start,
 } from "./helpers.ts";
@@ -166,9 +168,14 @@ export function shardSuite(rt: RuntimeUnderTest): void {
 
     test("SHARDS, PORT and HOST are read when no flag is given", async () => {
       const port = freshPort();
-      const app = await start(rt, [], { SHARDS: "2", PORT: String(port), HOST: "127.0.0.1" });
+      // Not the default host: 127.0.0.2 is loopback too (all of 127/8 is, on Linux).
+      const app = await start(rt, [], { SHARDS: "2", PORT: String(port), HOST: "127.0.0.2" });
       assert.equal(app.shards, 2);
-      assert.equal(app.url, `http://127.0.0.1:${port}`);
+      assert.equal(app.url, `http://127.0.0.2:${port}`);
+      const hex = `0200007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+      // node:cluster's primary holds the one listener of the fallback.
+      const listeners = rt.fallback ? [hex] : [hex, hex];
+      assert.deepEqual(listenAddresses(port), listeners, "the shards listen on 127.0.0.2 only");
       assert.equal((await shardPids(app.url, 2)).size, 2);
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
@@ -211,6 +218,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       const port = String(freshPort());
       const app = await start(rt, ["--shards", "2", "--port", port]);
       const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2, "both shards answered before the reload");
       const reload = run(rt, ["reload", "--port", port]);
       assert.equal(await reload.exited, 0, reload.output());
       assert.match(
@@ -219,6 +227,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       );
       await app.waitFor(/reload done: 2 shards replaced/);
       const after = await shardPids(app.url, 2);
+      assert.equal(after.size, 2, "both new shards answered after the reload");
       assert.ok(
         [...after].every((pid) => !before.has(pid)),
         "new shards after reload",
@@ -243,9 +252,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         String(metricsPort),
         "--access-log",
       ]);
-      const pids = await shardPids(app.url, 2);
-      const served = await spread(app.url, 20);
-      const total = [...served.values()].reduce((a, b) => a + b, 0);
+      // The only traffic the shards see: 40 requests answered 200, then one 404.
+      const total = 40;
+      const served = await spread(app.url, total);
+      const pids = new Set([...served.keys()].map((shard) => Number(shard.split("/")[0])));
+      assert.equal(pids.size, 2, `both shards answered: ${JSON.stringify([...served])}`);
       await get(`${app.url}/no-such-page`);
       const access = await app.waitFor(/^\{.*"path":"\/no-such-page".*\}$/m);
       const entry = JSON.parse(access[0]);
@@ -264,8 +275,16 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.equal(rows.length, 2, status.output());
       for (const row of rows)
         assert.match(row, /^\d+\s+(pid \d+|thread \d+)\s+ready\s+\d+s\s+\d+\s+[\d.]+ MB\s+0$/);
-      const counted = rows.reduce((sum, row) => sum + Number(row.split(/\s+/)[5]), 0);
-      assert.ok(counted >= total + 1, `status counts every request: ${counted} >= ${total + 1}`);
+      // Exact: each shard's 200s as the bodies said, plus the 404 for the shard that logged it.
+      const counted = new Map(
+        rows.map((row) => row.split(/\s+/)).map((cols) => [Number(cols[0]), Number(cols[5])]),
+      );
+      const expected = new Map([0, 1].map((index) => [index, index === entry.shard ? 1 : 0]));
+      for (const [shard, count] of served) {
+        const index = Number(shard.split("/")[1]);
+        expected.set(index, (expected.get(index) ?? 0) + count);
+      }
+      assert.deepEqual(counted, expected, `status counts every request exactly:\n${status.output()}`);
 
       const metrics = await get(`http://127.0.0.1:${metricsPort}/metrics`);
       assert.equal(metrics.status, 200);
@@ -275,10 +294,16 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         metrics.body,
         /^shardport_request_duration_seconds_bucket\{le="\+Inf",shard="all"\} \d+$/m,
       );
-      const all = Number(
-        /^shardport_requests_total\{shard="all",status="200"\} (\d+)$/m.exec(metrics.body)?.[1],
-      );
-      assert.ok(all >= total + pids.size - 2, `the launcher sums the shards: ${all}`);
+      const sum = (status: number) =>
+        Number(
+          new RegExp(`^shardport_requests_total\\{shard="all",status="${status}"\\} (\\d+)$`, "m").exec(
+            metrics.body,
+          )?.[1],
+        );
+      assert.equal(sum(200), total, "the launcher sums the shards' 200s");
+      assert.equal(sum(404), 1, "and their 404s");
+      assert.match(metrics.body, /^shardport_shards_configured 2$/m);
+      assert.match(metrics.body, /^shardport_reloads_total 0$/m);
 
       if (!rt.fallback) {
         const victim = [...pids][0];
@@ -287,6 +312,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         const after = await get(`http://127.0.0.1:${metricsPort}/metrics`);
         assert.match(after.body, /^shardport_shard_restarts_total\{shard="\d"\} 1$/m);
       }
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload done: 2 shards replaced/);
+      const reloaded = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.match(reloaded.body, /^shardport_reloads_total 1$/m);
+      assert.match(reloaded.body, /^shardport_shards_configured 2$/m);
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
     });
@@ -408,9 +438,15 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         );
         const imports = () => readFileSync(countFile, "utf8").split("\n").filter(Boolean).sort();
         assert.deepEqual(imports(), ["0", "1", "2"], "one import per shard, none in the launcher");
+        if (mode === "threads") assert.equal(shardThreads(app.launcherPid), 3, "3 shard threads");
         process.kill(app.launcherPid, "SIGHUP");
         await app.waitFor(/reload done: 3 shards replaced/);
         assert.deepEqual(imports(), ["0", "0", "1", "1", "2", "2"], "a reload imports it once per new shard");
+        if (mode === "threads") {
+          // The old threads are gone, not only out of the table: 3 shard threads, not 6.
+          const gone = await eventually(() => shardThreads(app.launcherPid) === 3, 10_000);
+          assert.ok(gone, `shard threads after the reload: ${shardThreads(app.launcherPid)}`);
+        }
         process.kill(app.launcherPid, "SIGTERM");
         assert.equal(await app.exited, 0);
       });
