@@ -200,6 +200,17 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         [["--http", "h3"], /--http must be native or node, got 'h3'/],
         [["test/fixtures/missing.ts"], /app module not found: .*test\/fixtures\/missing\.ts/],
         [["--app", "test/fixtures/no-fetch.ts"], /app module .*no-fetch\.ts exports no fetch/],
+        [
+          ["test/fixtures/throws-at-import.ts"],
+          /^shardport: error: app module .*throws-at-import\.ts failed to load: this app throws at import$/,
+        ],
+        [["--mode", "fork"], /--mode must be process or threads, got 'fork'/],
+        [["--metrics-port", "0"], /--metrics-port must be an integer from 1 to 65535, got '0'/],
+        [["--metrics-port", "http"], /--metrics-port must be an integer from 1 to 65535, got 'http'/],
+        [["--drain-timeout", "-1"], /--drain-timeout must be an integer from 0 to 3600000, got '-1'/],
+        [["--drain-timeout", "10s"], /--drain-timeout must be an integer from 0 to 3600000, got '10s'/],
+        [["--ready-timeout", "0"], /--ready-timeout must be an integer from 1 to 3600000, got '0'/],
+        [["--ready-timeout", "1.5"], /--ready-timeout must be an integer from 1 to 3600000, got '1.5'/],
       ];
       await Promise.all(
         cases.map(async ([args, message, env]) => {
@@ -321,7 +332,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    test("logs: one JSON line per event on stdout; a readable line with SHARDPORT_LOG_FORMAT=pretty", async () => {
+    test("logs: one JSON line per event on stdout; a readable line with SHARDPORT_LOG_FORMAT=pretty; one SIGINT (Ctrl-C) exits 0", async () => {
       const port = freshPort();
       const app = await start(rt, ["--shards", "2", "--port", String(port)]);
       process.kill(app.launcherPid, "SIGTERM");
@@ -343,8 +354,9 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         SHARDPORT_LOG_FORMAT: "pretty",
       });
       assert.match(pretty.output(), /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): launcher: listening on /m);
-      process.kill(pretty.launcherPid, "SIGTERM");
-      assert.equal(await pretty.exited, 0);
+      process.kill(pretty.launcherPid, "SIGINT");
+      assert.equal(await pretty.exited, 0, "a single Ctrl-C drains and exits 0");
+      assert.match(pretty.output(), /INFO \(\d+\): launcher: stopped$/m);
     });
 
     test("reloads asked for during a reload are queued (and coalesced), never interleaved", async () => {
