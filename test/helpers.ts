@@ -430,6 +430,20 @@ export function shardThreads(pid: number): number {
   return count;
 }
 
+/**
+ * Bytes the server side of the loopback connection 127.0.0.1:`serverPort` <- `clientPort` has
+ * received but not read yet (rx_queue in /proc/net/tcp); undefined when there is no such socket.
+ */
+export function unreadByServer(serverPort: number, clientPort: number): number | undefined {
+  const hex = (port: number) => `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const row of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const cols = row.trim().split(/\s+/);
+    if (cols[1] === hex(serverPort) && cols[2] === hex(clientPort))
+      return Number.parseInt(cols[4].split(":")[1], 16);
+  }
+  return undefined;
+}
+
 export interface LoadStats {
   ok: number;
   non2xx: number;

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -28,6 +29,7 @@ import {
   shardThreads,
   spread,
   start,
+  unreadByServer,
 } from "./helpers.ts";
 
 const FAULT_APP = join(FIXTURES, "fault-app.ts");
@@ -140,6 +142,40 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         }
       }
     });
+
+    if (!rt.fallback) {
+      test("/readyz answers 503 from a shard that is really draining (a request it had begun to read)", async () => {
+        // Deno.serve drops a connection whose request it has not read when it shuts down.
+        const http = rt.lossyNativeDrain ? ["--http", "node"] : [];
+        for (const mode of [
+          ["--mode", "process"],
+          ["--mode", "threads"],
+        ]) {
+          const port = freshPort();
+          // The demo app mounts health().
+          const app = await start(rt, ["--shards", "2", "--port", String(port), ...mode, ...http]);
+          const socket = net.connect(port, "127.0.0.1");
+          await new Promise((resolve) => socket.once("connect", resolve));
+          let answer = "";
+          socket.on("data", (chunk) => {
+            answer += chunk;
+          });
+          const closed = new Promise((resolve) => socket.once("close", resolve));
+          // Half a request: the shard that accepted it is busy with it, so it must answer it.
+          socket.write("GET /readyz HTTP/1.1\r\nHost: x\r\n");
+          const read = () => unreadByServer(port, socket.localPort ?? 0) === 0;
+          assert.ok(await eventually(read, 5000), "the shard read the first half");
+          process.kill(app.launcherPid, "SIGTERM");
+          // Both shards closed their listeners: they are draining (they mark it before closing).
+          assert.ok(await eventually(() => listenAddresses(port).length === 0, 5000), "the shards drain");
+          socket.write("\r\n");
+          await closed;
+          assert.match(answer, /^HTTP\/1\.1 503 /, `${mode.join(" ")}: ${answer}`);
+          assert.match(answer, /\r\n\r\ndraining\n$/);
+          assert.equal(await app.exited, 0);
+        }
+      });
+    }
 
     test("a user's app module (TypeScript Hono, or a plain { fetch }) is served; flags beat env", async () => {
       for (const [module, path, expected] of [
