@@ -23,6 +23,7 @@ import {
   listenAddresses,
   load,
   type RuntimeUnderTest,
+  run,
   shardPids,
   shardThreads,
   start,
@@ -242,6 +243,73 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       );
       rmSync(flag);
     });
+
+    test("a slot given up at start-up leaves the others serving; status shows it exited", async () => {
+      const flag = join(TMP, `${rt.name}-broken-one`);
+      rmSync(flag, { force: true });
+      const port = String(freshPort());
+      const app = await start(rt, ["--shards", "2", "--port", port, "test/fixtures/fails-when-flagged.ts"], {
+        FLAG_FILE: flag,
+      });
+      const pids = await shardPids(app.url, 2);
+      assert.equal(pids.size, 2);
+      writeFileSync(flag, "");
+      const [victim, survivor] = pids;
+      process.kill(victim, "SIGKILL");
+      await app.waitFor(/shard \d failed to start \d+ times in a row .*giving it up/);
+      for (let i = 0; i < 10; i++) assert.match((await get(app.url)).body, new RegExp(`PID ${survivor}\\b`));
+      const status = run(rt, ["status", "--port", port]);
+      assert.equal(await status.exited, 0, status.output());
+      const states = status
+        .output()
+        .split("\n")
+        .filter((line) => /^\d+\s/.test(line))
+        .map((line) => line.split(/\s+/));
+      const gaveUp = states.find((row) => row[2] === "exited");
+      assert.ok(gaveUp, status.output());
+      assert.equal(gaveUp[1], "-", "no process in the slot");
+      assert.equal(states.filter((row) => row[3] === "ready").length, 1, status.output());
+      assert.ok(app.child.exitCode === null && isAlive(app.launcherPid), "the launcher keeps serving");
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      rmSync(flag);
+    });
+
+    // Written once for every runtime (src/launcher/supervisor.ts); its waits are long (about 20 s).
+    if (rt.name === "node") {
+      test("crash back-off doubles from 100 ms up to a cap of 5 s, and resets after 1 s ready", async () => {
+        const flag = join(TMP, `${rt.name}-crashing`);
+        rmSync(flag, { force: true });
+        const args = [
+          "--shards",
+          "2",
+          "--port",
+          String(freshPort()),
+          "test/fixtures/crashes-when-flagged.ts",
+        ];
+        const app = await start(rt, args, { FLAG_FILE: flag });
+        const pids = await shardPids(app.url, 2);
+        assert.equal(pids.size, 2);
+        writeFileSync(flag, "");
+        process.kill([...pids][0], "SIGKILL");
+        // Each restarted shard gets ready and exits 500 ms later: a crash in a row each time.
+        const capped = await app.waitFor(/shard (\d) \(pid \d+\) [^\n]*; restarting in 5000 ms/, 30_000);
+        rmSync(flag); // the shard started after the cap stays up
+        const slot = capped[1];
+        const since = app.output().indexOf(capped[0]) + capped[0].length;
+        const restarted = () =>
+          new RegExp(`shard ${slot} restarted as pid (\\d+)`).exec(app.output().slice(since));
+        assert.ok(await eventually(() => restarted() !== null, 10_000), app.output());
+        const pid = restarted()?.[1];
+        await new Promise((resolve) => setTimeout(resolve, 1200)); // ready for more than 1 s: stable
+        process.kill(Number(pid), "SIGKILL");
+        await app.waitFor(new RegExp(`shard ${slot} \\(pid ${pid}\\) [^\\n]*; restarting in \\d+ ms`));
+        const delays = [...app.output().matchAll(/restarting in (\d+) ms/g)].map((match) => Number(match[1]));
+        assert.deepEqual(delays, [100, 200, 400, 800, 1600, 3200, 5000, 100], app.output());
+        process.kill(app.launcherPid, "SIGTERM");
+        assert.equal(await app.exited, 0);
+      });
+    }
 
     test("drain: an in-flight 2 s request completes with 200 after SIGTERM, then exit 0", async () => {
       const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
