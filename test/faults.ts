@@ -171,14 +171,15 @@ export function faultSuite(rt: RuntimeUnderTest): void {
     test("a new shard that never gets ready within --ready-timeout stops the reload", async () => {
       const flag = join(TMP, `${rt.name}-hang`);
       rmSync(flag, { force: true });
-      const args = ["--shards", "2", "--port", String(freshPort()), "--ready-timeout", "1000"];
+      // 3 s, not 1: the first start must get ready within it too, on a loaded 2-core machine.
+      const args = ["--shards", "2", "--port", String(freshPort()), "--ready-timeout", "3000"];
       const app = await start(rt, [...args, "test/fixtures/hangs-when-flagged.ts"], { FLAG_FILE: flag });
       const before = await shardPids(app.url, 2);
       assert.equal(before.size, 2, "both shards answered before the reload");
       writeFileSync(flag, "");
       process.kill(app.launcherPid, "SIGHUP");
       await app.waitFor(
-        /reload stopped at 1\/2: shard 0 was not ready within 1000 ms; the running shards keep serving/,
+        /reload stopped at 1\/2: shard 0 was not ready within 3000 ms; the running shards keep serving/,
       );
       assert.deepEqual(await shardPids(app.url, 2), before);
       assert.equal(childrenOf(app.launcherPid).length, 2, "the hung shard was killed");
