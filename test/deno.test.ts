@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { freshPort, get, RUNTIMES, start } from "./helpers.ts";
 import { shardSuite } from "./suite.ts";
@@ -25,4 +28,28 @@ describe("deno permissions", () => {
       assert.equal(await app.exited, 0);
     });
   }
+
+  test("SHARDPORT_DENO_FLAGS reaches a shard process; shard threads then keep the launcher's permissions", async () => {
+    const env = { SHARDPORT_DENO_FLAGS: "--allow-read=/etc/hostname" };
+    const asked = async (mode: string) => {
+      const args = ["--shards", "1", "--port", String(freshPort()), "--mode", mode];
+      const app = await start(RUNTIMES.deno, [...args, "test/fixtures/deno-permissions.ts"], env);
+      const reply = await get(app.url);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      rmSync(join(tmpdir(), `shardport-permission-probe-${app.launcherPid}`), { force: true });
+      return JSON.parse(reply.body);
+    };
+    assert.deepEqual(await asked("process"), {
+      run: "NotCapable",
+      write: "NotCapable",
+      listen: "NotCapable",
+      read: "allowed",
+    });
+    // The launcher's own: it may run programs and write files (its pid file).
+    const thread = await asked("threads");
+    assert.equal(thread.run, "allowed");
+    assert.equal(thread.write, "allowed");
+    assert.equal(thread.read, "allowed");
+  });
 });

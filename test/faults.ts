@@ -23,7 +23,9 @@ import {
   listenAddresses,
   load,
   type RuntimeUnderTest,
+  run,
   shardPids,
+  shardThreads,
   start,
 } from "./helpers.ts";
 
@@ -56,6 +58,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       assert.doesNotMatch(app.output(), /tcp_migrate_req is 0/, "no warning where migration is on");
       const first = childrenOf(app.launcherPid);
       assert.equal(first.length, threads ? 0 : 4);
+      if (threads) assert.equal(shardThreads(app.launcherPid), 4, "4 shard threads");
       const traffic = load(app.url, { concurrency: 8 });
       const retired = new Set(first);
       for (let generation = 1; generation <= 5; generation++) {
@@ -79,7 +82,11 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       for (let i = 0; i < 40; i++)
         assert.match((await get(app.url)).body, /generation 5/, "only the newest generation answers");
 
-      if (!threads) {
+      if (threads) {
+        // The 20 retired threads are gone, not only out of the table: 4 shard threads are left.
+        const gone = await eventually(() => shardThreads(app.launcherPid) === 4, 20_000);
+        assert.ok(gone, `shard threads after 5 reloads: ${shardThreads(app.launcherPid)}, not 4`);
+      } else {
         const now = await shardPids(app.url, 4);
         assert.equal(now.size, 4);
         for (const pid of now) assert.ok(!retired.has(pid), `pid ${pid} is of an old generation`);
@@ -144,6 +151,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       copyFileSync(FAULT_APP, module);
       const app = await start(rt, ["--shards", "2", "--port", String(port), module]);
       const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2, "both shards answered before the deploy");
       const traffic = load(app.url, { concurrency: 4 });
       writeFileSync(module, 'throw new Error("bad deploy: import failed");\n');
       process.kill(app.launcherPid, "SIGHUP");
@@ -163,13 +171,15 @@ export function faultSuite(rt: RuntimeUnderTest): void {
     test("a new shard that never gets ready within --ready-timeout stops the reload", async () => {
       const flag = join(TMP, `${rt.name}-hang`);
       rmSync(flag, { force: true });
-      const args = ["--shards", "2", "--port", String(freshPort()), "--ready-timeout", "1000"];
+      // 3 s, not 1: the first start must get ready within it too, on a loaded 2-core machine.
+      const args = ["--shards", "2", "--port", String(freshPort()), "--ready-timeout", "3000"];
       const app = await start(rt, [...args, "test/fixtures/hangs-when-flagged.ts"], { FLAG_FILE: flag });
       const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2, "both shards answered before the reload");
       writeFileSync(flag, "");
       process.kill(app.launcherPid, "SIGHUP");
       await app.waitFor(
-        /reload stopped at 1\/2: shard 0 was not ready within 1000 ms; the running shards keep serving/,
+        /reload stopped at 1\/2: shard 0 was not ready within 3000 ms; the running shards keep serving/,
       );
       assert.deepEqual(await shardPids(app.url, 2), before);
       assert.equal(childrenOf(app.launcherPid).length, 2, "the hung shard was killed");
@@ -235,6 +245,73 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       rmSync(flag);
     });
 
+    test("a slot given up at start-up leaves the others serving; status shows it exited", async () => {
+      const flag = join(TMP, `${rt.name}-broken-one`);
+      rmSync(flag, { force: true });
+      const port = String(freshPort());
+      const app = await start(rt, ["--shards", "2", "--port", port, "test/fixtures/fails-when-flagged.ts"], {
+        FLAG_FILE: flag,
+      });
+      const pids = await shardPids(app.url, 2);
+      assert.equal(pids.size, 2);
+      writeFileSync(flag, "");
+      const [victim, survivor] = pids;
+      process.kill(victim, "SIGKILL");
+      await app.waitFor(/shard \d failed to start \d+ times in a row .*giving it up/);
+      for (let i = 0; i < 10; i++) assert.match((await get(app.url)).body, new RegExp(`PID ${survivor}\\b`));
+      const status = run(rt, ["status", "--port", port]);
+      assert.equal(await status.exited, 0, status.output());
+      const states = status
+        .output()
+        .split("\n")
+        .filter((line) => /^\d+\s/.test(line))
+        .map((line) => line.split(/\s+/));
+      const gaveUp = states.find((row) => row[2] === "exited");
+      assert.ok(gaveUp, status.output());
+      assert.equal(gaveUp[1], "-", "no process in the slot");
+      assert.equal(states.filter((row) => row[3] === "ready").length, 1, status.output());
+      assert.ok(app.child.exitCode === null && isAlive(app.launcherPid), "the launcher keeps serving");
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      rmSync(flag);
+    });
+
+    // Written once for every runtime (src/launcher/supervisor.ts); its waits are long (about 20 s).
+    if (rt.name === "node") {
+      test("crash back-off doubles from 100 ms up to a cap of 5 s, and resets after 1 s ready", async () => {
+        const flag = join(TMP, `${rt.name}-crashing`);
+        rmSync(flag, { force: true });
+        const args = [
+          "--shards",
+          "2",
+          "--port",
+          String(freshPort()),
+          "test/fixtures/crashes-when-flagged.ts",
+        ];
+        const app = await start(rt, args, { FLAG_FILE: flag });
+        const pids = await shardPids(app.url, 2);
+        assert.equal(pids.size, 2);
+        writeFileSync(flag, "");
+        process.kill([...pids][0], "SIGKILL");
+        // Each restarted shard gets ready and exits 500 ms later: a crash in a row each time.
+        const capped = await app.waitFor(/shard (\d) \(pid \d+\) [^\n]*; restarting in 5000 ms/, 30_000);
+        rmSync(flag); // the shard started after the cap stays up
+        const slot = capped[1];
+        const since = app.output().indexOf(capped[0]) + capped[0].length;
+        const restarted = () =>
+          new RegExp(`shard ${slot} restarted as pid (\\d+)`).exec(app.output().slice(since));
+        assert.ok(await eventually(() => restarted() !== null, 10_000), app.output());
+        const pid = restarted()?.[1];
+        await new Promise((resolve) => setTimeout(resolve, 1200)); // ready for more than 1 s: stable
+        process.kill(Number(pid), "SIGKILL");
+        await app.waitFor(new RegExp(`shard ${slot} \\(pid ${pid}\\) [^\\n]*; restarting in \\d+ ms`));
+        const delays = [...app.output().matchAll(/restarting in (\d+) ms/g)].map((match) => Number(match[1]));
+        assert.deepEqual(delays, [100, 200, 400, 800, 1600, 3200, 5000, 100], app.output());
+        process.kill(app.launcherPid, "SIGTERM");
+        assert.equal(await app.exited, 0);
+      });
+    }
+
     test("drain: an in-flight 2 s request completes with 200 after SIGTERM, then exit 0", async () => {
       const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
       const slow = get(`${app.url}/slow?ms=2000`, 10_000).then((reply) => ({ reply, at: Date.now() }));
@@ -258,9 +335,13 @@ export function faultSuite(rt: RuntimeUnderTest): void {
         () => "cut",
       );
       await app.waitFor(/stuck request started/);
+      const signalled = Date.now();
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await stuck, "cut");
       assert.equal(await app.exited, 0);
+      // The cut at 1 s, plus at most the shard's second to exit after it, plus slack for load.
+      const took = Date.now() - signalled;
+      assert.ok(took < 1000 + 2500, `the launcher exited ${took} ms after SIGTERM, not within 3.5 s`);
       assert.match(app.output(), /drain timeout of 1000 ms, cutting connections/);
       assert.doesNotMatch(app.output(), /uncaught/i, "the cut itself throws nothing");
     }

@@ -190,6 +190,30 @@ export function get(url: string, timeoutMs = 5000): Promise<Reply> {
   });
 }
 
+export interface KeptReply extends Reply {
+  headers: http.IncomingHttpHeaders;
+  /** The local port of the connection it came on (which connection the agent used). */
+  localPort: number;
+}
+
+/** One request through `agent` (a keep-alive agent reuses its connections). */
+export function agentGet(url: string, agent: http.Agent, timeoutMs = 5000): Promise<KeptReply> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent, timeout: timeoutMs }, (res) => {
+      let body = "";
+      const localPort = res.socket.localPort ?? 0;
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => {
+        body += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers, localPort }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on("error", reject);
+  });
+}
+
 export const pidOf = (body: string) => Number(/Hello from PID (\d+)/.exec(body)?.[1] ?? Number.NaN);
 
 /** Which shard answered: `pid/index` from the demo app's body (threads share the pid). */
@@ -365,16 +389,59 @@ export async function foreignReusePortListener(
   };
 }
 
-/** Pids of `pid`'s child processes (the launcher's shards). */
+/**
+ * Pids of `pid`'s live child processes (the launcher's shards). A process that is not there
+ * (no /proc entry) is an error the caller sees, not an empty list. Only a thread that ends
+ * while it is read (threads come and go in threads mode) is skipped.
+ */
 export function childrenOf(pid: number): number[] {
   const pids: number[] = [];
-  try {
-    for (const task of readdirSync(`/proc/${pid}/task`)) {
-      const text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim();
-      if (text) pids.push(...text.split(/\s+/).map(Number));
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim();
+    } catch (error) {
+      if (!existsSync(`/proc/${pid}/task/${task}`) && existsSync(`/proc/${pid}`)) continue;
+      throw error;
     }
-  } catch {}
+    if (text) pids.push(...text.split(/\s+/).map(Number));
+  }
   return pids.filter(isAlive);
+}
+
+/**
+ * Shard threads of the launcher `pid` (threads mode), by the name each runtime gives a worker's
+ * OS thread in /proc/PID/task/TID/comm: `WorkerThread` (Node), `Worker` (Bun), `worker-N` (Deno).
+ */
+export function shardThreads(pid: number): number {
+  let count = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (
+        /^(WorkerThread|Worker|worker-\d+)$/.test(
+          readFileSync(`/proc/${pid}/task/${task}/comm`, "utf8").trim(),
+        )
+      )
+        count++;
+    } catch {
+      // The thread ended while we read: it is not there.
+    }
+  }
+  return count;
+}
+
+/**
+ * Bytes the server side of the loopback connection 127.0.0.1:`serverPort` <- `clientPort` has
+ * received but not read yet (rx_queue in /proc/net/tcp); undefined when there is no such socket.
+ */
+export function unreadByServer(serverPort: number, clientPort: number): number | undefined {
+  const hex = (port: number) => `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const row of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const cols = row.trim().split(/\s+/);
+    if (cols[1] === hex(serverPort) && cols[2] === hex(clientPort))
+      return Number.parseInt(cols[4].split(":")[1], 16);
+  }
+  return undefined;
 }
 
 export interface LoadStats {

@@ -1,7 +1,18 @@
 // Running it for real: library use, the health middleware, and the deploy/ manifests.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Hono } from "hono";
@@ -10,7 +21,19 @@ import { pidFilePath, runtimeDir } from "../src/launcher/control.ts";
 import type { ShardSpec } from "../src/protocol.ts";
 import { health, isDraining, markDraining } from "../src/shard/health.ts";
 import { setCurrentShard } from "../src/shard/info.ts";
-import { ENV, freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run, start } from "./helpers.ts";
+import {
+  ENV,
+  freshPort,
+  get,
+  isAlive,
+  killLeftovers,
+  portIsFree,
+  ROOT,
+  type RuntimeUnderTest,
+  run,
+  shardPids,
+  start,
+} from "./helpers.ts";
 
 after(killLeftovers);
 
@@ -39,6 +62,34 @@ describe('library use: import { start } from "shardport/<runtime>"', () => {
       assert.match(reply.body, /\(fixture\)/);
       const launcherPid = Number(/launcher pid (\d+)/.exec(proc.output())?.[1]);
       process.kill(launcherPid, "SIGTERM");
+      assert.equal(await proc.exited, 0);
+    });
+
+    test(`${rt.name}: server.reload() replaces every shard, server.stop() drains them all`, async () => {
+      const port = freshPort();
+      const proc = run(rt, [], { LIBRARY_PORT: String(port) });
+      await proc.waitFor(/LIBRARY-READY (\S+) 2/);
+      const url = `http://127.0.0.1:${port}`;
+      const before = await shardPids(url, 2);
+      assert.equal(before.size, 2);
+      const launcherPid = Number(/launcher pid (\d+)/.exec(proc.output())?.[1]);
+      process.kill(launcherPid, "SIGUSR2"); // the fixture calls reload(), then stop()
+      await proc.waitFor(/LIBRARY-RELOADED/);
+      const reloaded = proc.output().split("LIBRARY-RELOADED")[0];
+      assert.match(reloaded, /reload done: 2 shards replaced in \d+ ms \(generation 1\)/);
+      const replaced = [...reloaded.matchAll(/reload \d\/2: shard \d pid (\d+) -> pid (\d+)/g)];
+      assert.deepEqual(
+        new Set(replaced.map((match) => Number(match[1]))),
+        before,
+        "both old shards replaced",
+      );
+      await proc.waitFor(/LIBRARY-STOPPED/);
+      // stop() has resolved: every shard of the new generation is gone, the port is free.
+      const current = replaced.map((match) => Number(match[2]));
+      assert.equal(current.length, 2);
+      assert.deepEqual(current.filter(isAlive), [], "no shard outlives stop()");
+      assert.ok(await portIsFree(port), "the port is free once stop() resolves");
+      process.kill(launcherPid, "SIGUSR2");
       assert.equal(await proc.exited, 0);
     });
   }
@@ -82,6 +133,37 @@ describe("control files", () => {
     assert.equal(await app.exited, 0);
     assert.ok(!existsSync(pidFile), "removed at exit");
   });
+});
+
+describe("control files: a directory that is not safe is refused", () => {
+  const node: RuntimeUnderTest = {
+    name: "node",
+    runtime: "node",
+    command: (args) => ["node", "dist/node.js", ...args],
+  };
+  const cases: [string, (dir: string) => void][] = [["mode 0755", (dir) => chmodSync(dir, 0o755)]];
+  // Only root can give a directory to someone else.
+  if (process.getuid?.() === 0) cases.push(["owned by nobody", (dir) => chownSync(dir, 65534, 65534)]);
+  for (const [name, spoil] of cases) {
+    test(`${name}: the launcher serves without a pid file, and \`status\` says why it finds none`, async () => {
+      const runtimeDir = mkdtempSync(join(tmpdir(), "shardport-xdg-"));
+      const dir = join(runtimeDir, "shardport");
+      mkdirSync(dir, { mode: 0o700 });
+      spoil(dir);
+      const env = { XDG_RUNTIME_DIR: runtimeDir };
+      const port = String(freshPort());
+      const app = await start(node, ["--shards", "1", "--port", port], env);
+      const refusal = `${dir} must belong to you with mode 0700: remove it and start again`;
+      assert.ok(app.output().includes(`cannot find this launcher: ${refusal}`), app.output());
+      assert.deepEqual(readdirSync(dir), [], "nothing written into it");
+      const status = run(node, ["status", "--port", port], env);
+      assert.equal(await status.exited, 1, status.output());
+      assert.equal(status.output(), `shardport: error: ${refusal}\n`);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      rmSync(runtimeDir, { recursive: true });
+    });
+  }
 });
 
 describe("shardport/shard", () => {
@@ -186,5 +268,33 @@ describe("deploy/", () => {
     assert.equal(unit.get("KillMode"), "mixed", "SIGTERM to the launcher only; it drains the shards");
     assert.ok(Number(unit.get("TimeoutStopSec")) > drainTimeoutMs / 1000);
     assert.match(unit.get("ExecStart") ?? "", /dist\/node\.js --drain-timeout 10000$/);
+  });
+});
+
+describe("test/netns.sh", () => {
+  test("without root it skips the fault suite with the reason, and in CI (CI=true) that is an error", (t) => {
+    if (process.getuid?.() !== 0) return t.skip("needs root to run it as another user");
+    const asNobody = (env: Record<string, string | undefined>) =>
+      spawnSync(
+        "/usr/bin/setpriv",
+        [
+          "--reuid=nobody",
+          "--regid=nogroup",
+          "--clear-groups",
+          "test/netns.sh",
+          "sh",
+          "-c",
+          "echo ran: $SHARDPORT_NO_NETNS",
+        ],
+        { cwd: ROOT, env: { ...ENV, ...env }, encoding: "utf8" },
+      );
+    const local = asNobody({ CI: undefined });
+    assert.equal(local.status, 0, local.stderr);
+    assert.equal(local.stdout, "ran: needs root for unshare -n\n");
+    assert.match(local.stderr, /fault tests skipped: needs root for unshare -n/);
+    const ci = asNobody({ CI: "true" });
+    assert.equal(ci.status, 1);
+    assert.equal(ci.stdout, "", "the suite did not run");
+    assert.match(ci.stderr, /^fault tests cannot run in CI: needs root for unshare -n$/m);
   });
 });

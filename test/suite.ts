@@ -5,25 +5,34 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
+  agentGet,
   chiSquaredUniformP,
   eventually,
+  FIXTURES,
   foreignReusePortListener,
   freshPort,
   get,
   isAlive,
   killLeftovers,
+  listenAddresses,
   plainListener,
   portIsFree,
   type RuntimeUnderTest,
   run,
   shardPids,
+  shardThreads,
   spread,
   start,
+  unreadByServer,
 } from "./helpers.ts";
+
+const FAULT_APP = join(FIXTURES, "fault-app.ts");
 
 /** The launcher's own lines: one per message, all prefixed. */
 const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
@@ -106,6 +115,68 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       });
     }
 
+    test("drain with keep-alive clients: idle connections close at once, a response in flight closes its connection", async () => {
+      const modes = rt.fallback ? [[]] : [[], ["--mode", "threads"]];
+      const https = rt.lossyNativeDrain ? [[], ["--http", "node"]] : [[]];
+      for (const mode of modes) {
+        for (const server of https) {
+          const extra = [...mode, ...server];
+          const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), ...extra, FAULT_APP]);
+          const agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 60_000 });
+          // Idle keep-alive connections, on whichever shards the kernel picked.
+          const idle = await Promise.all(Array.from({ length: 4 }, () => agentGet(app.url, agent)));
+          assert.ok(idle.every((reply) => reply.status === 200));
+          const slow = agentGet(`${app.url}/slow?ms=500`, agent);
+          await app.waitFor(/slow request started/);
+          const signalled = Date.now();
+          process.kill(app.launcherPid, "SIGTERM");
+          const reply = await slow;
+          const code = await app.exited;
+          const took = Date.now() - signalled;
+          agent.destroy();
+          assert.equal(reply.status, 200, `${extra.join(" ")}: ${reply.body}`);
+          assert.equal(code, 0, app.output());
+          assert.ok(took < 500 + 1000, `${extra.join(" ")}: the launcher exited ${took} ms after SIGTERM`);
+          if (rt.runtime === "node" || server.includes("node"))
+            assert.equal(reply.headers.connection, "close", "a response sent while draining closes");
+        }
+      }
+    });
+
+    if (!rt.fallback) {
+      test("/readyz answers 503 from a shard that is really draining (a request it had begun to read)", async () => {
+        // Deno.serve drops a connection whose request it has not read when it shuts down.
+        const http = rt.lossyNativeDrain ? ["--http", "node"] : [];
+        for (const mode of [
+          ["--mode", "process"],
+          ["--mode", "threads"],
+        ]) {
+          const port = freshPort();
+          // The demo app mounts health().
+          const app = await start(rt, ["--shards", "2", "--port", String(port), ...mode, ...http]);
+          const socket = net.connect(port, "127.0.0.1");
+          await new Promise((resolve) => socket.once("connect", resolve));
+          let answer = "";
+          socket.on("data", (chunk) => {
+            answer += chunk;
+          });
+          const closed = new Promise((resolve) => socket.once("close", resolve));
+          // Half a request: the shard that accepted it is busy with it, so it must answer it.
+          socket.write("GET /readyz HTTP/1.1\r\nHost: x\r\n");
+          const read = () => unreadByServer(port, socket.localPort ?? 0) === 0;
+          assert.ok(await eventually(read, 5000), "the shard read the first half");
+          process.kill(app.launcherPid, "SIGTERM");
+          // Both shards closed their listeners: they are draining (they mark it before closing).
+          assert.ok(await eventually(() => listenAddresses(port).length === 0, 5000), "the shards drain");
+          socket.write("\r\n");
+          await closed;
+          assert.match(answer, /^HTTP\/1\.1 503 /, `${mode.join(" ")}: ${answer}`);
+          assert.match(answer, /\r\n\r\ndraining\n$/);
+          assert.equal(await app.exited, 0);
+        }
+      });
+    }
+
     test("a user's app module (TypeScript Hono, or a plain { fetch }) is served; flags beat env", async () => {
       for (const [module, path, expected] of [
         ["test/fixtures/user-app.ts", "/json", /"ok":true/],
@@ -133,9 +204,14 @@ export function shardSuite(rt: RuntimeUnderTest): void {
 
     test("SHARDS, PORT and HOST are read when no flag is given", async () => {
       const port = freshPort();
-      const app = await start(rt, [], { SHARDS: "2", PORT: String(port), HOST: "127.0.0.1" });
+      // Not the default host: 127.0.0.2 is loopback too (all of 127/8 is, on Linux).
+      const app = await start(rt, [], { SHARDS: "2", PORT: String(port), HOST: "127.0.0.2" });
       assert.equal(app.shards, 2);
-      assert.equal(app.url, `http://127.0.0.1:${port}`);
+      assert.equal(app.url, `http://127.0.0.2:${port}`);
+      const hex = `0200007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+      // node:cluster's primary holds the one listener of the fallback.
+      const listeners = rt.fallback ? [hex] : [hex, hex];
+      assert.deepEqual(listenAddresses(port), listeners, "the shards listen on 127.0.0.2 only");
       assert.equal((await shardPids(app.url, 2)).size, 2);
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
@@ -160,6 +236,17 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         [["--http", "h3"], /--http must be native or node, got 'h3'/],
         [["test/fixtures/missing.ts"], /app module not found: .*test\/fixtures\/missing\.ts/],
         [["--app", "test/fixtures/no-fetch.ts"], /app module .*no-fetch\.ts exports no fetch/],
+        [
+          ["test/fixtures/throws-at-import.ts"],
+          /^shardport: error: app module .*throws-at-import\.ts failed to load: this app throws at import$/,
+        ],
+        [["--mode", "fork"], /--mode must be process or threads, got 'fork'/],
+        [["--metrics-port", "0"], /--metrics-port must be an integer from 1 to 65535, got '0'/],
+        [["--metrics-port", "http"], /--metrics-port must be an integer from 1 to 65535, got 'http'/],
+        [["--drain-timeout", "-1"], /--drain-timeout must be an integer from 0 to 3600000, got '-1'/],
+        [["--drain-timeout", "10s"], /--drain-timeout must be an integer from 0 to 3600000, got '10s'/],
+        [["--ready-timeout", "0"], /--ready-timeout must be an integer from 1 to 3600000, got '0'/],
+        [["--ready-timeout", "1.5"], /--ready-timeout must be an integer from 1 to 3600000, got '1.5'/],
       ];
       await Promise.all(
         cases.map(async ([args, message, env]) => {
@@ -178,6 +265,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       const port = String(freshPort());
       const app = await start(rt, ["--shards", "2", "--port", port]);
       const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2, "both shards answered before the reload");
       const reload = run(rt, ["reload", "--port", port]);
       assert.equal(await reload.exited, 0, reload.output());
       assert.match(
@@ -186,6 +274,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       );
       await app.waitFor(/reload done: 2 shards replaced/);
       const after = await shardPids(app.url, 2);
+      assert.equal(after.size, 2, "both new shards answered after the reload");
       assert.ok(
         [...after].every((pid) => !before.has(pid)),
         "new shards after reload",
@@ -210,9 +299,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         String(metricsPort),
         "--access-log",
       ]);
-      const pids = await shardPids(app.url, 2);
-      const served = await spread(app.url, 20);
-      const total = [...served.values()].reduce((a, b) => a + b, 0);
+      // The only traffic the shards see: 40 requests answered 200, then one 404.
+      const total = 40;
+      const served = await spread(app.url, total);
+      const pids = new Set([...served.keys()].map((shard) => Number(shard.split("/")[0])));
+      assert.equal(pids.size, 2, `both shards answered: ${JSON.stringify([...served])}`);
       await get(`${app.url}/no-such-page`);
       const access = await app.waitFor(/^\{.*"path":"\/no-such-page".*\}$/m);
       const entry = JSON.parse(access[0]);
@@ -231,8 +322,16 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.equal(rows.length, 2, status.output());
       for (const row of rows)
         assert.match(row, /^\d+\s+(pid \d+|thread \d+)\s+ready\s+\d+s\s+\d+\s+[\d.]+ MB\s+0$/);
-      const counted = rows.reduce((sum, row) => sum + Number(row.split(/\s+/)[5]), 0);
-      assert.ok(counted >= total + 1, `status counts every request: ${counted} >= ${total + 1}`);
+      // Exact: each shard's 200s as the bodies said, plus the 404 for the shard that logged it.
+      const counted = new Map(
+        rows.map((row) => row.split(/\s+/)).map((cols) => [Number(cols[0]), Number(cols[5])]),
+      );
+      const expected = new Map([0, 1].map((index) => [index, index === entry.shard ? 1 : 0]));
+      for (const [shard, count] of served) {
+        const index = Number(shard.split("/")[1]);
+        expected.set(index, (expected.get(index) ?? 0) + count);
+      }
+      assert.deepEqual(counted, expected, `status counts every request exactly:\n${status.output()}`);
 
       const metrics = await get(`http://127.0.0.1:${metricsPort}/metrics`);
       assert.equal(metrics.status, 200);
@@ -242,10 +341,16 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         metrics.body,
         /^shardport_request_duration_seconds_bucket\{le="\+Inf",shard="all"\} \d+$/m,
       );
-      const all = Number(
-        /^shardport_requests_total\{shard="all",status="200"\} (\d+)$/m.exec(metrics.body)?.[1],
-      );
-      assert.ok(all >= total + pids.size - 2, `the launcher sums the shards: ${all}`);
+      const sum = (status: number) =>
+        Number(
+          new RegExp(`^shardport_requests_total\\{shard="all",status="${status}"\\} (\\d+)$`, "m").exec(
+            metrics.body,
+          )?.[1],
+        );
+      assert.equal(sum(200), total, "the launcher sums the shards' 200s");
+      assert.equal(sum(404), 1, "and their 404s");
+      assert.match(metrics.body, /^shardport_shards_configured 2$/m);
+      assert.match(metrics.body, /^shardport_reloads_total 0$/m);
 
       if (!rt.fallback) {
         const victim = [...pids][0];
@@ -254,11 +359,16 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         const after = await get(`http://127.0.0.1:${metricsPort}/metrics`);
         assert.match(after.body, /^shardport_shard_restarts_total\{shard="\d"\} 1$/m);
       }
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload done: 2 shards replaced/);
+      const reloaded = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.match(reloaded.body, /^shardport_reloads_total 1$/m);
+      assert.match(reloaded.body, /^shardport_shards_configured 2$/m);
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
     });
 
-    test("logs: one JSON line per event on stdout; a readable line with SHARDPORT_LOG_FORMAT=pretty", async () => {
+    test("logs: one JSON line per event on stdout; a readable line with SHARDPORT_LOG_FORMAT=pretty; one SIGINT (Ctrl-C) exits 0", async () => {
       const port = freshPort();
       const app = await start(rt, ["--shards", "2", "--port", String(port)]);
       process.kill(app.launcherPid, "SIGTERM");
@@ -280,8 +390,9 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         SHARDPORT_LOG_FORMAT: "pretty",
       });
       assert.match(pretty.output(), /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): launcher: listening on /m);
-      process.kill(pretty.launcherPid, "SIGTERM");
-      assert.equal(await pretty.exited, 0);
+      process.kill(pretty.launcherPid, "SIGINT");
+      assert.equal(await pretty.exited, 0, "a single Ctrl-C drains and exits 0");
+      assert.match(pretty.output(), /INFO \(\d+\): launcher: stopped$/m);
     });
 
     test("reloads asked for during a reload are queued (and coalesced), never interleaved", async () => {
@@ -375,9 +486,15 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         );
         const imports = () => readFileSync(countFile, "utf8").split("\n").filter(Boolean).sort();
         assert.deepEqual(imports(), ["0", "1", "2"], "one import per shard, none in the launcher");
+        if (mode === "threads") assert.equal(shardThreads(app.launcherPid), 3, "3 shard threads");
         process.kill(app.launcherPid, "SIGHUP");
         await app.waitFor(/reload done: 3 shards replaced/);
         assert.deepEqual(imports(), ["0", "0", "1", "1", "2", "2"], "a reload imports it once per new shard");
+        if (mode === "threads") {
+          // The old threads are gone, not only out of the table: 3 shard threads, not 6.
+          const gone = await eventually(() => shardThreads(app.launcherPid) === 3, 10_000);
+          assert.ok(gone, `shard threads after the reload: ${shardThreads(app.launcherPid)}`);
+        }
         process.kill(app.launcherPid, "SIGTERM");
         assert.equal(await app.exited, 0);
       });
