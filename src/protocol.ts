@@ -27,6 +27,11 @@ export interface ShardSpec {
   metrics: boolean;
   /** Log one line per request (--access-log). */
   accessLog: boolean;
+  /**
+   * Serve HTTPS (and HTTP/2 by ALPN) with these PEM files, read by the shard when it starts.
+   * Paths only: the session-ticket keys come over the channel (`ticket-keys?`), never in here.
+   */
+  tls?: { cert: string; key: string };
 }
 
 /** A shard's answer to a stats request. `metrics` is prom-client's getMetricsAsJSON(). */
@@ -45,8 +50,14 @@ export type ShardMessage =
   | ShardStats
   | { type: "failed"; stage: "load" | "listen"; code?: string; message: string };
 
-/** Launcher → shard. */
-export type LauncherMessage = { type: "drain" } | { type: "stats"; id: number };
+/** Shard → launcher, with TLS, before it listens: the launcher answers with `ticket-keys`. */
+export type TicketKeysRequest = { type: "ticket-keys?" };
+
+/** Launcher → shard. `keys`: 48 bytes of session-ticket keys, base64. */
+export type LauncherMessage =
+  | { type: "drain" }
+  | { type: "stats"; id: number }
+  | { type: "ticket-keys"; keys: string };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
   const type = (value as { type?: unknown } | null)?.type;

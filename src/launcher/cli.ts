@@ -27,8 +27,8 @@ function fail(code: number, message: string): never {
   process.exit(code);
 }
 
-export const urlOf = (config: Pick<Config, "host" | "port">) =>
-  `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
+export const urlOf = (config: Pick<Config, "host" | "port" | "tls">) =>
+  `${config.tls ? "https" : "http"}://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
 
 const readProcFile = (runtime: Runtime) => (path: string) =>
   runtime.readProc ? runtime.readProc(path) : readFileSync(path, "utf8");
@@ -118,6 +118,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     );
   // The app itself runs only in the shards: a shard that cannot load it refuses the start (exit 2).
   checkAppFile(config.app);
+  const tls = config.tls && (await checkTls(config.tls));
   if (process.platform !== "linux") {
     log.warn(
       `on ${process.platform}, SO_REUSEPORT does not spread connections across shards: only Linux balances them`,
@@ -138,6 +139,20 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   if (process.platform === "linux") warnUnlessMigrating(runtime);
 
   const supervisor = new Supervisor(runtime, config, (reason) => fail(EXIT.failed, reason));
+  if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
+  // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
+  const reload = async () => {
+    if (config.tls && tls) {
+      try {
+        await checkTls(config.tls);
+      } catch (error) {
+        if (!(error instanceof LaunchError)) throw error;
+        return log.error(`reload refused: ${error.message}; the running shards keep serving`);
+      }
+      tls.ticketKeys.rotate();
+    }
+    return supervisor.reload();
+  };
   let stopping = false;
   const stop = async () => {
     stopping = true;
@@ -157,7 +172,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   process.on("SIGINT", onStopSignal);
   process.on("SIGTERM", onStopSignal);
   process.on("SIGHUP", () => {
-    if (!stopping) supervisor.reload();
+    if (!stopping) reload();
   });
 
   try {
@@ -206,7 +221,26 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   log.info(
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
-  return { url: urlOf(config), shards: config.shards, reload: () => supervisor.reload(), stop };
+  return { url: urlOf(config), shards: config.shards, reload, stop };
+}
+
+/**
+ * Reads and checks the certificate and key (src/launcher/tls.ts, loaded only with TLS): a bad
+ * file is a LaunchError (exit 2); an expired certificate or a key others can read, a warning.
+ */
+async function checkTls(files: NonNullable<Config["tls"]>) {
+  const { checkTlsFiles, TicketKeys, TlsFileError } = await import("./tls.ts");
+  try {
+    const summary = checkTlsFiles(files);
+    for (const warning of summary.warnings) log.warn(warning);
+    log.info(
+      `TLS certificate ${summary.subject}, valid until ${summary.validTo}, sha256 ${summary.fingerprint256} (${summary.chainLength} in the chain)`,
+    );
+    return { ticketKeys: new TicketKeys() };
+  } catch (error) {
+    if (error instanceof TlsFileError) throw new LaunchError(EXIT.usage, error.message);
+    throw error;
+  }
 }
 
 /** The options of `start()`: the command line's flags, by name. */
@@ -221,6 +255,8 @@ export interface StartOptions {
   drainTimeoutMs?: number;
   readyTimeoutMs?: number;
   strict?: boolean;
+  /** PEM files: serve HTTPS (as --tls-cert and --tls-key). */
+  tls?: { cert: string; key: string };
 }
 
 /**
@@ -242,6 +278,8 @@ export async function start(
     ["http", options.http],
     ["drain-timeout", options.drainTimeoutMs],
     ["ready-timeout", options.readyTimeoutMs],
+    ["tls-cert", options.tls?.cert],
+    ["tls-key", options.tls?.key],
   ];
   for (const [flag, value] of flags) if (value !== undefined) argv.push(`--${flag}=${value}`);
   if (options.strict) argv.push("--strict");

@@ -32,6 +32,8 @@ export interface Config {
   drainTimeoutMs: number;
   /** How long a new shard may take to load the app and listen. */
   readyTimeoutMs: number;
+  /** PEM certificate (chain) and private key files (absolute paths): the shards serve HTTPS. */
+  tls?: { cert: string; key: string };
   help: boolean;
 }
 
@@ -61,6 +63,8 @@ Options (flags beat environment variables):
   --access-log         log one line per request
   --drain-timeout MS   time a stopping shard has to finish its requests (default 10000)
   --ready-timeout MS   time a new shard has to load and listen (default 10000)
+  --tls-cert PATH      PEM certificate (with its chain) to serve HTTPS and HTTP/2 (env TLS_CERT)
+  --tls-key PATH       PEM private key of that certificate (env TLS_KEY); both or neither
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
   -h, --help           print this and exit 0
 
@@ -77,6 +81,8 @@ const VALUE_FLAGS = [
   "metrics-port",
   "drain-timeout",
   "ready-timeout",
+  "tls-cert",
+  "tls-key",
 ];
 
 function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
@@ -122,6 +128,8 @@ export function parseConfig(
         "access-log": { type: "boolean", default: false },
         "drain-timeout": { type: "string" },
         "ready-timeout": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         strict: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -150,7 +158,7 @@ export function parseConfig(
   }
   const pick = (flag: string | undefined, envName: string) =>
     flag !== undefined
-      ? { name: `--${envName.toLowerCase()}`, raw: flag }
+      ? { name: `--${envName.toLowerCase().replace("_", "-")}`, raw: flag }
       : env[envName] !== undefined && env[envName] !== ""
         ? { name: envName, raw: env[envName] as string }
         : undefined;
@@ -173,6 +181,14 @@ export function parseConfig(
   if (http !== "native" && http !== "node") {
     throw new UsageError(`--http must be native or node, got '${values.http}'`);
   }
+  const certIn = pick(values["tls-cert"], "TLS_CERT");
+  const keyIn = pick(values["tls-key"], "TLS_KEY");
+  if (Boolean(certIn) !== Boolean(keyIn)) {
+    const [given, missing] = certIn
+      ? [certIn.name, "--tls-key (or TLS_KEY)"]
+      : [keyIn?.name, "--tls-cert (or TLS_CERT)"];
+    throw new UsageError(`${given} needs ${missing}: give both files or neither`);
+  }
   return {
     command,
     shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(readText),
@@ -194,6 +210,7 @@ export function parseConfig(
     strict: values.strict ?? false,
     drainTimeoutMs: integer("--drain-timeout", values["drain-timeout"] ?? "10000", 0, 3_600_000),
     readyTimeoutMs: integer("--ready-timeout", values["ready-timeout"] ?? "10000", 1, 3_600_000),
+    tls: certIn && keyIn ? { cert: resolve(certIn.raw), key: resolve(keyIn.raw) } : undefined,
     help: values.help ?? false,
   };
 }
