@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
+import { parseAllDocuments } from "yaml";
 import {
   childrenOf,
   chiSquaredUniformP,
@@ -19,6 +20,7 @@ import {
   get,
   killLeftovers,
   portIsFree,
+  ROOT,
   type RuntimeUnderTest,
   run,
   shardPids,
@@ -477,6 +479,42 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
         }),
       );
       assert.ok(await portIsFree(Number(port)), "no shard started");
+    });
+
+    test("deploy/: the container entrypoint serves HTTPS from TLS_CERT and TLS_KEY, probes answer over TLS", async () => {
+      const entry: RuntimeUnderTest = { ...rt, command: (args) => ["deploy/entrypoint.sh", ...args] };
+      const port = freshPort();
+      const app = await start(entry, ["--shards", "2"], {
+        RUNTIME: rt.runtime,
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        TLS_CERT: certs.chain,
+        TLS_KEY: certs.leafKey,
+      });
+      assert.equal(app.url, `https://127.0.0.1:${port}`);
+      for (const path of ["/readyz", "/livez"]) assert.equal((await get(`${app.url}${path}`)).status, 200);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      if (rt.runtime !== "node") return;
+      // The manifests (checked once): the Secret as files, HTTPS probes, no key material.
+      const yaml = readFileSync(join(ROOT, "deploy", "kubernetes-tls.yaml"), "utf8");
+      assert.doesNotMatch(yaml, /BEGIN|tls\.key:\s*\S{20}/, "no PEM in the manifest");
+      const docs = parseAllDocuments(yaml).map((doc) => doc.toJS());
+      const pod = docs.find((doc) => doc.kind === "Deployment").spec.template.spec;
+      const container = pod.containers[0];
+      const env = new Map(container.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+      const mount = container.volumeMounts.find((m: { name: string }) => m.name === "tls");
+      const volume = pod.volumes.find((v: { name: string }) => v.name === "tls");
+      assert.ok(volume.secret.secretName);
+      assert.equal(volume.secret.defaultMode & 0o004, 0, "the key is not readable by every user");
+      assert.equal(env.get("TLS_CERT"), `${mount.mountPath}/tls.crt`);
+      assert.equal(env.get("TLS_KEY"), `${mount.mountPath}/tls.key`);
+      for (const probe of [container.readinessProbe, container.livenessProbe])
+        assert.equal(probe.httpGet.scheme, "HTTPS");
+      const dropIn = readFileSync(join(ROOT, "deploy", "shardport-tls.conf"), "utf8");
+      const credentials = [...dropIn.matchAll(/^LoadCredential=([\w.]+):(\S+)$/gm)].map((m) => m[1]);
+      assert.deepEqual(credentials, ["tls.crt", "tls.key"]);
+      assert.match(dropIn, /^Environment=TLS_CERT=%d\/tls\.crt TLS_KEY=%d\/tls\.key /m);
     });
 
     if (rt.runtime === "deno") {
