@@ -14,6 +14,8 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import http from "node:http";
+import https from "node:https";
 import { availableParallelism, cpus, tmpdir, totalmem } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -69,6 +71,8 @@ interface Config {
   listeners: number;
   /** Set where the responses cannot say which shard answered. */
   sharesHidden?: boolean;
+  /** Served over HTTPS (wrk then makes a TLS handshake per new connection). */
+  tls?: boolean;
 }
 
 function launch(command: string[], env: Record<string, string> = {}): ChildProcess {
@@ -114,6 +118,31 @@ const plain = {
   node: ["node", "bench/peers/plain.js"],
 };
 
+let certFiles: { dir: string; cert: string; key: string } | undefined;
+/** A self-signed P-256 certificate for the TLS rows, made once with openssl, removed at the end. */
+function benchCert(): { cert: string; key: string } {
+  if (!certFiles) {
+    const dir = mkdtempSync(join(tmpdir(), "shardport-bench-tls-"));
+    const [cert, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
+    execFileSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"].concat([
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+      ]),
+      { stdio: "ignore" },
+    );
+    certFiles = { dir, cert, key };
+  }
+  return certFiles;
+}
+
 let pm2Home = "";
 /**
  * shardport at every shard count; at the largest one, the peers: N plain reusePort processes
@@ -154,6 +183,38 @@ function configs(): Config[] {
       shards: top,
       listeners: top,
       start: (port) => Array.from({ length: top }, () => launch(plain[runtime], { PORT: String(port) })),
+    });
+    // HTTPS (h2 and http/1.1 by ALPN; wrk speaks HTTP/1.1 over TLS): shardport against N plain
+    // reusePort TLS processes, keep-alive and a new TLS connection (full handshake) per request.
+    list.push({
+      name: `${runtime} shardport TLS`,
+      runtime,
+      shards: top,
+      listeners: top,
+      tls: true,
+      start: (port) => [
+        launch(
+          entry[runtime]([
+            ...["--shards", String(top), "--port", String(port)],
+            ...["--tls-cert", benchCert().cert, "--tls-key", benchCert().key],
+          ]),
+        ),
+      ],
+    });
+    list.push({
+      name: `${runtime} N plain reusePort TLS processes`,
+      runtime,
+      shards: top,
+      listeners: top,
+      tls: true,
+      start: (port) =>
+        Array.from({ length: top }, () =>
+          launch(plain[runtime], {
+            PORT: String(port),
+            TLS_CERT: benchCert().cert,
+            TLS_KEY: benchCert().key,
+          }),
+        ),
     });
   }
   list.push({
@@ -227,14 +288,24 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const listening = (port: number) => tcpListeners(port).length;
 
-async function ready(port: number, listeners: number): Promise<boolean> {
+/** One GET; over https, any certificate (the bench's own self-signed one). */
+function probe(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const client = url.startsWith("https:") ? https : http;
+    client
+      .get(url, { rejectUnauthorized: false, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      })
+      .on("error", () => resolve(false));
+  });
+}
+
+async function ready(port: number, listeners: number, scheme: string): Promise<boolean> {
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (listening(port) >= listeners) {
-      const ok = await fetch(`http://127.0.0.1:${port}/`).then(
-        (r) => r.ok,
-        () => false,
-      );
+      const ok = await probe(`${scheme}://127.0.0.1:${port}/`);
       if (ok) return true;
     }
     await sleep(50);
@@ -271,6 +342,35 @@ function rssKb(roots: number[]): number {
   return total;
 }
 
+/**
+ * CPU time (utime + stime, in clock ticks) of every process whose parent chain reaches one of
+ * `roots`: the servers' side only, never wrk's.
+ */
+function cpuTicks(roots: number[]): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      // Fields after the command name, which may hold spaces: state ppid ... utime(14) stime(15).
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      parent.set(pid, Number(fields[1]));
+      ticks.set(pid, Number(fields[11]) + Number(fields[12]));
+    } catch {}
+  }
+  let total = 0;
+  for (const [pid, t] of ticks) {
+    for (let p: number | undefined = pid, hops = 0; p && hops < 32; hops++, p = parent.get(p)) {
+      if (roots.includes(p)) {
+        total += t;
+        break;
+      }
+    }
+  }
+  return total;
+}
+
 interface Sample {
   rps: number;
   p50Ms: number;
@@ -280,7 +380,12 @@ interface Sample {
   readErrors: number;
   rssKbPerShard: number;
   shares: number[];
+  /** Server CPU time per request, µs (PM2's processes are not counted: NaN). */
+  cpuUsPerRequest: number;
 }
+
+/** USER_HZ: the unit of utime and stime in /proc/PID/stat (100 on Linux). */
+const CLOCK_TICKS = 100;
 
 const toMs = (text: string | undefined) => {
   const match = /([\d.]+)(us|ms|s)/.exec(text ?? "");
@@ -288,29 +393,34 @@ const toMs = (text: string | undefined) => {
   return Number(match[1]) * { us: 0.001, ms: 1, s: 1000 }[match[2] as "us" | "ms" | "s"];
 };
 
-function wrk(port: number, workload: Workload, seconds: number, script?: string): string {
+function wrk(port: number, workload: Workload, seconds: number, script?: string, scheme = "http"): string {
   const args = [`-t${wrkThreads}`, `-c${connections}`, `-d${seconds}s`, "--latency"];
   if (workload === "close") args.push("-H", "Connection: close");
   if (script) args.push("-s", script);
-  args.push(`http://127.0.0.1:${port}/`);
+  args.push(`${scheme}://127.0.0.1:${port}/`);
   const command = split ? ["taskset", "-c", wrkCpus, "wrk", ...args] : ["wrk", ...args];
   return execFileSync(command[0], command.slice(1), { encoding: "utf8", timeout: (seconds + 30) * 1000 });
 }
 
 async function measure(config: Config, port: number): Promise<Record<Workload, Sample> | undefined> {
   const children = config.start(port);
+  const scheme = config.tls ? "https" : "http";
+  const roots = children.map((child) => child.pid ?? -1);
   try {
-    if (!(await ready(port, config.listeners))) {
+    if (!(await ready(port, config.listeners, scheme))) {
       console.error(`  ${config.name} x${config.shards}: not ready in 20 s, skipped`);
       return undefined;
     }
     const result = {} as Record<Workload, Sample>;
     for (const workload of WORKLOADS) {
       // Warm up once (JIT, connection pools); the close workload then runs on a warm server.
-      if (workload === "keep-alive" && !quick) wrk(port, workload, 1);
-      const out = wrk(port, workload, durationS);
-      const rssTotal = rssKb(children.map((child) => child.pid ?? -1));
-      const sharesOut = wrk(port, workload, 1, join(PEERS, "shares.lua"));
+      if (workload === "keep-alive" && !quick) wrk(port, workload, 1, undefined, scheme);
+      const cpuBefore = cpuTicks(roots);
+      const out = wrk(port, workload, durationS, undefined, scheme);
+      const cpu = cpuTicks(roots) - cpuBefore;
+      const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+      const rssTotal = rssKb(roots);
+      const sharesOut = wrk(port, workload, 1, join(PEERS, "shares.lua"), scheme);
       const shares = [...sharesOut.matchAll(/^SHARE .* (\d+)$/gm)].map((m) => Number(m[1]));
       const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
       result[workload] = {
@@ -323,6 +433,7 @@ async function measure(config: Config, port: number): Promise<Record<Workload, S
         readErrors: socketErrors ? Number(socketErrors[2]) : 0,
         rssKbPerShard: Math.round(rssTotal / config.shards),
         shares,
+        cpuUsPerRequest: roots.length > 0 && requests > 0 ? (cpu * 1e6) / CLOCK_TICKS / requests : Number.NaN,
       };
     }
     return result;
@@ -354,6 +465,8 @@ export interface Row {
   /** Smallest and largest shard's share of the responses, in % of a fair share. */
   fairMinPct: number;
   fairMaxPct: number;
+  /** Median server CPU time per request, µs. */
+  cpuUsPerRequest: number;
   runs: number[];
 }
 
@@ -425,6 +538,7 @@ async function main(): Promise<void> {
         rssMbPerShard: Math.round(of((s) => s.rssKbPerShard) / 102.4) / 10,
         fairMinPct: median(shareRuns.map(([min]) => min)),
         fairMaxPct: median(shareRuns.map(([, max]) => max)),
+        cpuUsPerRequest: Math.round(of((s) => s.cpuUsPerRequest) * 10) / 10,
         runs: runs.map((r) => Math.round(r[workload].rps)),
       });
     }
@@ -447,6 +561,7 @@ async function main(): Promise<void> {
   );
   writeFileSync(join(RESULTS, `${stem}.svg`), renderChart(rows, `${machine}; ${cpuNote}`));
   console.log(`bench: wrote bench/results/${stem}.md, ${stem}.json and ${stem}.svg`);
+  if (certFiles) rmSync(certFiles.dir, { recursive: true, force: true });
 }
 
 interface Meta {
@@ -463,12 +578,12 @@ function renderReport(rows: Row[], meta: Meta): string {
   const lines = [
     `Benchmark of ${meta.date.slice(0, 10)}: ${meta.machine}; ${meta.cpuNote}. Median of ${meta.repeats} runs of ${meta.durationS} s each, wrk with ${meta.connections} connections, configurations alternated.`,
     "",
-    "| configuration | shards | workload | req/s | p50 ms | p99 ms | errors | read errors | RSS/shard MB | shares (min–max % of fair) |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| configuration | shards | workload | req/s | p50 ms | p99 ms | errors | read errors | RSS/shard MB | shares (min–max % of fair) | CPU µs/req |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const row of rows) {
     lines.push(
-      `| ${row.name} | ${row.shards} | ${row.workload} | ${row.rps.toLocaleString("en-US")} | ${fmt(row.p50Ms)} | ${fmt(row.p99Ms)} | ${row.errors} | ${row.readErrors} | ${fmt(row.rssMbPerShard, 1)} | ${row.shards > 1 && Number.isFinite(row.fairMinPct) ? `${row.fairMinPct}–${row.fairMaxPct}` : "-"} |`,
+      `| ${row.name} | ${row.shards} | ${row.workload} | ${row.rps.toLocaleString("en-US")} | ${fmt(row.p50Ms)} | ${fmt(row.p99Ms)} | ${row.errors} | ${row.readErrors} | ${fmt(row.rssMbPerShard, 1)} | ${row.shards > 1 && Number.isFinite(row.fairMinPct) ? `${row.fairMinPct}–${row.fairMaxPct}` : "-"} | ${fmt(row.cpuUsPerRequest, 1)} |`,
     );
   }
   const find = (name: string, shards: number, workload: Workload) =>
@@ -480,6 +595,18 @@ function renderReport(rows: Row[], meta: Meta): string {
   for (const runtime of ["bun", "deno", "node"]) {
     lines.push(
       `| ${runtime} shardport / N plain reusePort processes | ${ratio(find(`${runtime} shardport`, top, "keep-alive"), find(`${runtime} N plain reusePort processes`, top, "keep-alive"))} | ${ratio(find(`${runtime} shardport`, top, "close"), find(`${runtime} N plain reusePort processes`, top, "close"))} | ≥ 0.97 |`,
+    );
+  }
+  // TLS: throughput, and CPU per request the other way round (plain / shardport: ≥ 0.97 is as lean).
+  const cpuRatio = (a?: Row, b?: Row) =>
+    a && b && a.cpuUsPerRequest > 0 ? fmt(b.cpuUsPerRequest / a.cpuUsPerRequest) : "-";
+  for (const runtime of ["bun", "deno", "node"]) {
+    const tls = (workload: Workload) => find(`${runtime} shardport TLS`, top, workload);
+    const peer = (workload: Workload) => find(`${runtime} N plain reusePort TLS processes`, top, workload);
+    if (!tls("close") && !peer("close")) continue;
+    lines.push(
+      `| ${runtime} shardport TLS / N plain reusePort TLS processes, req/s | ${ratio(tls("keep-alive"), peer("keep-alive"))} | ${ratio(tls("close"), peer("close"))} | ≥ 0.97 |`,
+      `| ${runtime} shardport TLS / N plain reusePort TLS processes, CPU per request (plain ÷ shardport) | ${cpuRatio(tls("keep-alive"), peer("keep-alive"))} | ${cpuRatio(tls("close"), peer("close"))} | ≥ 0.97 |`,
     );
   }
   for (const peer of ["node:cluster", "pm2 cluster mode"]) {

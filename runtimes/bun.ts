@@ -18,10 +18,15 @@ export const bun: Runtime = {
   version: Bun.version,
   refusesHttp: { node: "Bun's node:http silently drops reusePort (oven-sh/bun#43690)" },
   spawnShard: (env) => spawn(process.execPath, [entry], { stdio: SHARD_STDIO, env }),
-  async listen({ port, host, fetch }) {
+  async listen({ port, host, fetch, tls }) {
     let server: Bun.Server<undefined>;
     try {
-      server = Bun.serve({ port, hostname: host, reusePort: true, fetch });
+      // HTTPS: the files are read now (a reload's new shards read them anew); h2 and http/1.1 by ALPN.
+      const secure = tls && {
+        tls: { cert: await Bun.file(tls.cert).text(), key: await Bun.file(tls.key).text() },
+        http2: true,
+      };
+      server = Bun.serve({ port, hostname: host, reusePort: true, fetch, ...secure });
     } catch (error) {
       const { message, code } = error as Error & { code?: string };
       throw new ListenError(message, code ?? "EUNKNOWN");

@@ -20,15 +20,18 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
     const { listenNodeHttp } = await import("./node-http.ts");
     return listenNodeHttp(options);
   }
-  const { port, host, fetch } = options;
+  const { port, host, fetch, tls } = options;
   let server: Deno.HttpServer;
   let listening: () => void = () => {};
   const listened = new Promise<void>((resolve) => {
     listening = resolve;
   });
   try {
+    // HTTPS: the files are read now (a reload's new shards read them anew). Deno offers h2 and
+    // http/1.1 by ALPN by itself when given cert and key.
+    const secure = tls && { cert: Deno.readTextFileSync(tls.cert), key: Deno.readTextFileSync(tls.key) };
     server = Deno.serve(
-      { port, hostname: host, reusePort: true, onListen: () => listening() },
+      { port, hostname: host, reusePort: true, onListen: () => listening(), ...secure },
       fetch as Deno.ServeHandler,
     );
   } catch (error) {

@@ -4,6 +4,7 @@
  * @module
  */
 import { spawn } from "node:child_process";
+import { realpathSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
@@ -26,10 +27,22 @@ const address = ({ host, port }: ShardAccess) => `${host.includes(":") ? `[${hos
 
 /**
  * What a shard may do, process or thread: listen on host:port, read the project and the app's
- * folder, read the environment, read the host name (pino does at load).
+ * folder, read the TLS certificate and key files (not their folders; also where a symlink
+ * points, as in a Kubernetes Secret volume), read the environment, read the host name (pino
+ * does at load).
  */
 function shardPermissions(access: ShardAccess) {
-  return { net: [address(access)], read: [root, dirname(access.app)], env: true, sys: ["hostname"] };
+  const tlsFiles = access.tls ? [access.tls.cert, access.tls.key] : [];
+  const read = [root, dirname(access.app), ...new Set([...tlsFiles, ...tlsFiles.map(realPath)])];
+  return { net: [address(access)], read, env: true, sys: ["hostname"] };
+}
+
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
 }
 
 /** As a shard process's flags, plus what SHARDPORT_DENO_FLAGS adds. */

@@ -4,16 +4,19 @@
  * accepted connection deliver and finish its request, which is what makes drains lossless.
  * @module
  */
+import { readFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { createSecureServer } from "node:http2";
 import type { Socket } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
-import { ListenError, type Listener, type ListenOptions } from "../src/types.ts";
+import { ListenError, type Listener, type ListenOptions, type ListenTls } from "../src/types.ts";
 
-export async function listenNodeHttp({ port, host, fetch }: ListenOptions): Promise<Listener> {
-  const server = createAdaptorServer({ fetch }) as Server;
-  // Each connection's latest response: once draining, a response not finished yet must close its
-  // connection after it is sent, or a keep-alive client holds the shard until Node's keep-alive
-  // timeout (5 s). Per request this costs one Map.set; the listener is per connection.
+export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions): Promise<Listener> {
+  const server = tls ? secureServer(fetch, tls) : (createAdaptorServer({ fetch }) as Server);
+  // Each HTTP/1.1 connection's latest response: once draining, a response not finished yet must
+  // close its connection after it is sent, or a keep-alive client holds the shard until Node's
+  // keep-alive timeout (5 s). Per request this costs one Map.set; the listener is per connection.
+  // (HTTP/2 sessions get GOAWAY from close() instead, and forbid a Connection header.)
   const latest = new Map<Socket, ServerResponse>();
   let draining = false;
   const closeAfter = (res: ServerResponse) => {
@@ -22,12 +25,13 @@ export async function listenNodeHttp({ port, host, fetch }: ListenOptions): Prom
     else if (!res.writableFinished) res.once("finish", () => res.socket?.end());
   };
   let connections = 0;
-  server.on("connection", (socket: Socket) => {
+  server.on(tls ? "secureConnection" : "connection", (socket: Socket) => {
     connections++;
     socket.once("close", () => latest.delete(socket));
   });
   // Before the adaptor's own listener (added by createAdaptorServer), so it runs first.
   server.prependListener("request", (req: IncomingMessage, res: ServerResponse) => {
+    if (req.httpVersionMajor >= 2) return;
     if (draining) closeAfter(res);
     else latest.set(req.socket, res);
   });
@@ -49,7 +53,43 @@ export async function listenNodeHttp({ port, host, fetch }: ListenOptions): Prom
         server.close(() => resolve());
         server.closeIdleConnections();
       }),
-    closeAll: () => server.closeAllConnections(),
+    closeAll: () => (tls ? cutTlsSockets(server) : server.closeAllConnections()),
     connections: () => connections,
   };
+}
+
+const tlsSockets = new WeakMap<Server, Set<Socket>>();
+
+/**
+ * HTTPS: node:http2's secure server with HTTP/1.1 allowed, so ALPN offers h2 and http/1.1. Its
+ * close() sends GOAWAY to HTTP/2 sessions and closes idle HTTP/1.1 connections (Node 24).
+ * The files are read now: a shard started after they changed serves the new certificate.
+ */
+function secureServer(fetch: ListenOptions["fetch"], tls: ListenTls): Server {
+  let cert: Buffer;
+  let key: Buffer;
+  try {
+    [cert, key] = [readFileSync(tls.cert), readFileSync(tls.key)];
+  } catch (error) {
+    const { message, code } = error as NodeJS.ErrnoException;
+    throw new ListenError(message, code ?? "EUNKNOWN");
+  }
+  const ticketKeys = tls.ticketKeys === undefined ? undefined : Buffer.from(tls.ticketKeys, "base64");
+  const server = createAdaptorServer({
+    fetch,
+    createServer: createSecureServer,
+    serverOptions: { allowHTTP1: true, cert, key, ticketKeys },
+  });
+  // A secure server has no closeAllConnections(): the drain timeout's cut destroys its sockets.
+  const sockets = new Set<Socket>();
+  server.on("secureConnection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  tlsSockets.set(server as Server, sockets);
+  return server as Server;
+}
+
+function cutTlsSockets(server: Server): void {
+  for (const socket of tlsSockets.get(server) ?? []) socket.destroy();
 }

@@ -27,6 +27,11 @@ export interface ShardSpec {
   metrics: boolean;
   /** Log one line per request (--access-log). */
   accessLog: boolean;
+  /**
+   * Serve HTTPS (and HTTP/2 by ALPN) with these PEM files, read by the shard when it starts.
+   * Paths only: the session-ticket keys come over the channel (`ticket-keys?`), never in here.
+   */
+  tls?: { cert: string; key: string };
 }
 
 /** A shard's answer to a stats request. `metrics` is prom-client's getMetricsAsJSON(). */
@@ -58,11 +63,15 @@ export type ShardMessage =
   | ShardStats
   | { type: "failed"; stage: "load" | "listen"; code?: string; message: string };
 
-/** Launcher → shard. */
+/** Shard → launcher, with TLS, before it listens: the launcher answers with `ticket-keys`. */
+export type TicketKeysRequest = { type: "ticket-keys?" };
+
+/** Launcher → shard. `keys`: 48 bytes of session-ticket keys, base64. */
 export type LauncherMessage =
   | { type: "drain" }
   /** `latency`: someone watches latency (`top`); the shard times its requests for a while. */
-  | { type: "stats"; id: number; latency?: boolean };
+  | { type: "stats"; id: number; latency?: boolean }
+  | { type: "ticket-keys"; keys: string };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
   const type = (value as { type?: unknown } | null)?.type;

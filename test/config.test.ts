@@ -107,3 +107,27 @@ describe("configuration", () => {
     assert.throws(() => parseConfig(["--app", "a.ts", "b.ts"], {}, app), /give the app module once/);
   });
 });
+
+describe("TLS flags", () => {
+  const parse = (argv: string[], env: Record<string, string> = {}) =>
+    parseConfig(argv, env, "/app.ts", () => "");
+  test("--tls-cert and --tls-key (or TLS_CERT and TLS_KEY) give absolute paths; flags beat env; both or neither", () => {
+    assert.equal(parse(["--shards", "1"]).tls, undefined);
+    assert.deepEqual(parse(["--shards", "1", "--tls-cert", "/c.pem", "--tls-key", "k.pem"]).tls, {
+      cert: "/c.pem",
+      key: join(process.cwd(), "k.pem"),
+    });
+    assert.deepEqual(
+      parse(["--shards", "1", "--tls-cert", "/flag.pem"], { TLS_CERT: "/env.pem", TLS_KEY: "/env.key" }).tls,
+      { cert: "/flag.pem", key: "/env.key" },
+    );
+    assert.throws(
+      () => parse(["--shards", "1", "--tls-key", "/k.pem"]),
+      /--tls-key needs --tls-cert \(or TLS_CERT\)/,
+    );
+    assert.throws(
+      () => parse(["--shards", "1"], { TLS_CERT: "/c.pem" }),
+      /TLS_CERT needs --tls-key \(or TLS_KEY\)/,
+    );
+  });
+});

@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -167,21 +168,26 @@ export async function start(rt: RuntimeUnderTest, args: string[], env: Record<st
 export interface Reply {
   status: number;
   body: string;
+  /** For https: the SHA-256 fingerprint of the certificate the server presented. */
+  fingerprint?: string;
 }
 
-/** One request on a fresh connection (`Connection: close`, no agent). */
+/** One request on a fresh connection (`Connection: close`, no agent); https: any certificate. */
 export function get(url: string, timeoutMs = 5000): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.get(
+    const client = url.startsWith("https:") ? https : http;
+    const req = client.get(
       url,
-      { agent: false, headers: { connection: "close" }, timeout: timeoutMs },
+      { agent: false, headers: { connection: "close" }, timeout: timeoutMs, rejectUnauthorized: false },
       (res) => {
+        const fingerprint = (res.socket as import("node:tls").TLSSocket).getPeerCertificate?.()
+          ?.fingerprint256;
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (chunk) => {
           body += chunk;
         });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, fingerprint }));
         res.on("error", reject);
       },
     );

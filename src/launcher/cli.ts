@@ -30,8 +30,8 @@ function fail(code: number, message: string): never {
   process.exit(code);
 }
 
-export const urlOf = (config: Pick<Config, "host" | "port">) =>
-  `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
+export const urlOf = (config: Pick<Config, "host" | "port" | "tls">) =>
+  `${config.tls ? "https" : "http"}://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
 
 const readProcFile = (runtime: Runtime) => (path: string) =>
   runtime.readProc ? runtime.readProc(path) : readFileSync(path, "utf8");
@@ -128,6 +128,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     );
   // The app itself runs only in the shards: a shard that cannot load it refuses the start (exit 2).
   checkAppFile(config.app);
+  const tls = config.tls && (await checkTls(config.tls));
   if (process.platform !== "linux") {
     log.warn(
       `on ${process.platform}, SO_REUSEPORT does not spread connections across shards: only Linux balances them`,
@@ -148,6 +149,20 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   if (process.platform === "linux") warnUnlessMigrating(runtime);
 
   const supervisor = new Supervisor(runtime, config, (reason) => fail(EXIT.failed, reason));
+  if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
+  // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
+  const reload = async () => {
+    if (config.tls && tls) {
+      try {
+        await checkTls(config.tls);
+      } catch (error) {
+        if (!(error instanceof LaunchError)) throw error;
+        return log.error(`reload refused: ${error.message}; the running shards keep serving`);
+      }
+      tls.ticketKeys.rotate();
+    }
+    return supervisor.reload();
+  };
   let stopping = false;
   const stop = async () => {
     stopping = true;
@@ -168,7 +183,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   process.on("SIGINT", onStopSignal);
   process.on("SIGTERM", onStopSignal);
   process.on("SIGHUP", () => {
-    if (!stopping) supervisor.reload();
+    if (!stopping) reload();
   });
 
   try {
@@ -238,18 +253,39 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
   }
   if (config.watch.length > 0) {
     const { watchForChanges } = await import("./watch.ts");
-    watching = await watchForChanges(config.watch, (changed) => {
+    // A renewed certificate is a change too: the shards read the files when they start.
+    const paths = [...config.watch, ...(config.tls ? [config.tls.cert, config.tls.key] : [])];
+    watching = await watchForChanges(paths, (changed) => {
       if (stopping) return;
       log.info(`watch: ${changed} changed, reloading`);
       void supervisor.reload();
     });
-    log.info(`watching ${config.watch.join(", ")} for changes`);
+    log.info(`watching ${paths.join(", ")} for changes`);
   }
   event(
     "start",
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
-  return { url: urlOf(config), shards: config.shards, reload: () => supervisor.reload(), stop };
+  return { url: urlOf(config), shards: config.shards, reload, stop };
+}
+
+/**
+ * Reads and checks the certificate and key (src/launcher/tls.ts, loaded only with TLS): a bad
+ * file is a LaunchError (exit 2); an expired certificate or a key others can read, a warning.
+ */
+async function checkTls(files: NonNullable<Config["tls"]>) {
+  const { checkTlsFiles, TicketKeys, TlsFileError } = await import("./tls.ts");
+  try {
+    const summary = checkTlsFiles(files);
+    for (const warning of summary.warnings) log.warn(warning);
+    log.info(
+      `TLS certificate ${summary.subject}, valid until ${summary.validTo}, sha256 ${summary.fingerprint256} (${summary.chainLength} in the chain)`,
+    );
+    return { ticketKeys: new TicketKeys() };
+  } catch (error) {
+    if (error instanceof TlsFileError) throw new LaunchError(EXIT.usage, error.message);
+    throw error;
+  }
 }
 
 /** The options of `start()`: the command line's flags, by name. */
@@ -264,6 +300,8 @@ export interface StartOptions {
   drainTimeoutMs?: number;
   readyTimeoutMs?: number;
   strict?: boolean;
+  /** PEM files: serve HTTPS (as --tls-cert and --tls-key). */
+  tls?: { cert: string; key: string };
 }
 
 /**
@@ -285,6 +323,8 @@ export async function start(
     ["http", options.http],
     ["drain-timeout", options.drainTimeoutMs],
     ["ready-timeout", options.readyTimeoutMs],
+    ["tls-cert", options.tls?.cert],
+    ["tls-key", options.tls?.key],
   ];
   for (const [flag, value] of flags) if (value !== undefined) argv.push(`--${flag}=${value}`);
   if (options.strict) argv.push("--strict");

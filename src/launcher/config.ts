@@ -37,6 +37,8 @@ export interface Config {
   readyTimeoutMs: number;
   /** Folders or files whose changes cause a rolling reload (`--watch`); empty: off. */
   watch: string[];
+  /** PEM certificate (chain) and private key files (absolute paths): the shards serve HTTPS. */
+  tls?: { cert: string; key: string };
   help: boolean;
 }
 
@@ -71,6 +73,8 @@ Options (flags beat environment variables):
   --ready-timeout MS   time a new shard has to load and listen (default 10000)
   --watch[=PATHS]      reload when a file under the app's folder (or under PATHS, comma-separated)
                        changes; node_modules, .git and dotfiles are ignored (for development)
+  --tls-cert PATH      PEM certificate (with its chain) to serve HTTPS and HTTP/2 (env TLS_CERT)
+  --tls-key PATH       PEM private key of that certificate (env TLS_KEY); both or neither
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
   -h, --help           print this and exit 0
 
@@ -100,6 +104,8 @@ const VALUE_FLAGS = [
   "dashboard-port",
   "drain-timeout",
   "ready-timeout",
+  "tls-cert",
+  "tls-key",
 ];
 
 function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
@@ -156,6 +162,8 @@ export function parseConfig(
         "access-log": { type: "boolean", default: false },
         "drain-timeout": { type: "string" },
         "ready-timeout": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         strict: { type: "boolean", default: false },
         watch: { type: "boolean", default: false },
         "watch-paths": { type: "string" },
@@ -186,7 +194,7 @@ export function parseConfig(
   }
   const pick = (flag: string | undefined, envName: string) =>
     flag !== undefined
-      ? { name: `--${envName.toLowerCase()}`, raw: flag }
+      ? { name: `--${envName.toLowerCase().replace("_", "-")}`, raw: flag }
       : env[envName] !== undefined && env[envName] !== ""
         ? { name: envName, raw: env[envName] as string }
         : undefined;
@@ -212,6 +220,14 @@ export function parseConfig(
   const http = values.http as HttpServer;
   if (http !== "native" && http !== "node") {
     throw new UsageError(`--http must be native or node, got '${values.http}'`);
+  }
+  const certIn = pick(values["tls-cert"], "TLS_CERT");
+  const keyIn = pick(values["tls-key"], "TLS_KEY");
+  if (Boolean(certIn) !== Boolean(keyIn)) {
+    const [given, missing] = certIn
+      ? [certIn.name, "--tls-key (or TLS_KEY)"]
+      : [keyIn?.name, "--tls-cert (or TLS_CERT)"];
+    throw new UsageError(`${given} needs ${missing}: give both files or neither`);
   }
   return {
     command,
@@ -240,6 +256,7 @@ export function parseConfig(
       values["watch-paths"],
       app === undefined ? defaultApp : resolve(app),
     ),
+    tls: certIn && keyIn ? { cert: resolve(certIn.raw), key: resolve(keyIn.raw) } : undefined,
     help: values.help ?? false,
   };
 }

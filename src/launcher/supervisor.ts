@@ -181,6 +181,8 @@ export class Supervisor {
   readonly restarts: number[];
   /** Completed rolling reloads. */
   reloads = 0;
+  /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
+  onSpawn?: (child: ShardHandle) => void;
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
   private generation = 0;
   /** Set once every shard of the first start is ready: crashes before that fail the start. */
@@ -205,7 +207,7 @@ export class Supervisor {
   }
 
   private spawn(index: number, generation: number): Shard {
-    const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog } = this.config;
+    const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls } = this.config;
     const metrics = metricsPort !== undefined;
     const appUrl = pathToFileURL(app).href;
     const spec: ShardSpec = {
@@ -219,12 +221,14 @@ export class Supervisor {
       drainTimeoutMs,
       metrics,
       accessLog,
+      tls,
     };
     const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
     const child: ShardHandle =
       this.config.mode === "threads"
         ? (this.runtime.spawnThread?.(spec) ?? new ThreadShard(this.runtime.entry, env))
-        : this.runtime.spawnShard(env, { host, port, app });
+        : this.runtime.spawnShard(env, { host, port, app, tls });
+    this.onSpawn?.(child);
     const shard = new Shard(index, child, this.config.readyTimeoutMs);
     shard.exited.then(() => this.onExit(shard));
     return shard;

@@ -5,8 +5,8 @@
  */
 
 import { loadLog, log, setLogShard } from "../log.ts";
-import type { LauncherMessage, ShardMessage, ShardSpec } from "../protocol.ts";
-import { ListenError, type Listener, type Runtime } from "../types.ts";
+import type { LauncherMessage, ShardMessage, ShardSpec, TicketKeysRequest } from "../protocol.ts";
+import { ListenError, type Listener, type ListenOptions, type Runtime } from "../types.ts";
 import { AppModuleError, importApp } from "./app-import.ts";
 import { markDraining } from "./health.ts";
 import { setCurrentShard } from "./info.ts";
@@ -17,7 +17,7 @@ export interface LauncherChannel {
   /** This shard is a process of its own (signals and exit are its own). */
   readonly ownsProcess: boolean;
   readonly pid: number;
-  send(message: ShardMessage): Promise<void>;
+  send(message: ShardMessage | TicketKeysRequest): Promise<void>;
   onMessage(listener: (message: LauncherMessage) => void): void;
   /** The launcher is gone. A thread cannot outlive it, so only a process listens. */
   onGone(listener: () => void): void;
@@ -77,8 +77,13 @@ export async function runShard(
   };
   if (channel.ownsProcess) process.on("SIGTERM", drain);
   let stats: Awaited<ReturnType<typeof instrument>> | undefined;
+  let gotTicketKeys: (keys: string) => void = () => {};
+  const ticketKeys = new Promise<string>((resolve) => {
+    gotTicketKeys = resolve;
+  });
   channel.onMessage(async (message) => {
     if (message?.type === "drain") drain();
+    if (message?.type === "ticket-keys") gotTicketKeys(message.keys);
     if (message?.type === "stats" && stats)
       send({
         type: "stats",
@@ -93,8 +98,14 @@ export async function runShard(
   const app = await importApp(spec.appUrl, spec.app, runtime).catch((error) => fail("load", error));
   stats = await instrument(app.fetch, spec, runtime.memoryUsage ?? (() => process.memoryUsage()));
   if (spec.accessLog) await loadLog();
+  // With TLS, the launcher's shared session-ticket keys come over the channel, never in the spec.
+  let tls: ListenOptions["tls"];
+  if (spec.tls) {
+    await send({ type: "ticket-keys?" });
+    tls = { ...spec.tls, ticketKeys: await ticketKeys };
+  }
   listener = await runtime
-    .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: stats.fetch })
+    .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: stats.fetch, tls })
     .catch((error) => fail("listen", error));
   await send({ type: "ready", pid: channel.pid });
 }

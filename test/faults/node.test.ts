@@ -1,4 +1,6 @@
 import { faultSuite } from "../faults.ts";
+import { tlsRotationSuite } from "../faults-tls.ts";
 import { RUNTIMES } from "../helpers.ts";
 
 faultSuite(RUNTIMES.node);
+tlsRotationSuite(RUNTIMES.node);

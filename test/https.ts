@@ -1,0 +1,549 @@
+/**
+ * HTTPS and HTTP/2 (--tls-cert, --tls-key), per runtime: test/https/<runtime>.test.ts each call
+ * httpsSuite(). Certificates are made at test time with openssl; no private key is committed.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { execFile, execFileSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import tls from "node:tls";
+import { parseAllDocuments } from "yaml";
+import {
+  childrenOf,
+  chiSquaredUniformP,
+  freshPort,
+  get,
+  killLeftovers,
+  portIsFree,
+  ROOT,
+  type RuntimeUnderTest,
+  run,
+  shardPids,
+  spread,
+  start,
+} from "./helpers.ts";
+
+/** The PEM files one test run uses, in a fresh temporary folder. */
+export interface TestCerts {
+  dir: string;
+  /** A leaf for localhost/127.0.0.1 signed by `ca`, with its chain (leaf + CA) in one file. */
+  chain: string;
+  leafKey: string;
+  ca: string;
+  /** A second self-signed pair, for rotation and for a key that matches nothing else. */
+  other: string;
+  otherKey: string;
+  expired: string;
+  expiredKey: string;
+  encryptedKey: string;
+  notPem: string;
+  /** A file in the same folder as the key, which a Deno shard must not read. */
+  sibling: string;
+}
+
+const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/** Makes every certificate and key the TLS tests need with openssl (about 0.2 s). */
+export function makeCerts(): TestCerts {
+  const dir = mkdtempSync(join(tmpdir(), "shardport-tls-"));
+  const at = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  openssl(
+    "req",
+    "-x509",
+    ...EC,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=shardport test CA",
+  );
+  openssl("req", "-new", ...EC, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost");
+  writeFileSync(at("leaf.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    "leaf.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "leaf.ext",
+    "-out",
+    "leaf.pem",
+  );
+  writeFileSync(at("chain.pem"), readFileSync(at("leaf.pem"), "utf8") + readFileSync(at("ca.pem"), "utf8"));
+  openssl(
+    "req",
+    "-x509",
+    ...EC,
+    "-keyout",
+    "other.key",
+    "-out",
+    "other.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=localhost",
+  );
+  // An expired (v3) certificate: `openssl ca` is the one command that takes explicit dates.
+  writeFileSync(at("index.txt"), "");
+  writeFileSync(at("serial"), "01\n");
+  writeFileSync(
+    at("ca.cnf"),
+    "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\npolicy = p\nx509_extensions = v3\n[p]\ncommonName = supplied\n[v3]\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n",
+  );
+  openssl("req", "-new", ...EC, "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=localhost");
+  openssl(
+    "ca",
+    "-batch",
+    "-config",
+    "ca.cnf",
+    "-selfsign",
+    "-keyfile",
+    "expired.key",
+    "-in",
+    "expired.csr",
+    "-out",
+    "expired.pem",
+    "-startdate",
+    "20200101000000Z",
+    "-enddate",
+    "20200102000000Z",
+    "-notext",
+  );
+  openssl("pkey", "-in", "leaf.key", "-aes256", "-passout", "pass:secret", "-out", "encrypted.key");
+  writeFileSync(at("not-pem.txt"), "this is not a certificate\n");
+  writeFileSync(at("sibling.txt"), "private\n");
+  for (const key of ["ca.key", "leaf.key", "other.key", "expired.key", "encrypted.key"])
+    chmodSync(at(key), 0o600);
+  return {
+    dir,
+    chain: at("chain.pem"),
+    leafKey: at("leaf.key"),
+    ca: at("ca.pem"),
+    other: at("other.pem"),
+    otherKey: at("other.key"),
+    expired: at("expired.pem"),
+    expiredKey: at("expired.key"),
+    encryptedKey: at("encrypted.key"),
+    notPem: at("not-pem.txt"),
+    sibling: at("sibling.txt"),
+  };
+}
+
+/** SHA-256 fingerprint of a PEM certificate file, as Node prints it (`AB:CD:…`). */
+export const fingerprintOf = (path: string) => new X509Certificate(readFileSync(path)).fingerprint256;
+
+/** The body of a PEM key (its base64 lines), to look for in logs. */
+const keyBody = (path: string) =>
+  readFileSync(path, "utf8")
+    .split("\n")
+    .filter((line) => line && !line.startsWith("-----"));
+
+const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
+
+/** curl's HTTP version for one request, or undefined when curl or its HTTP/2 is missing. */
+function curlVersion(url: string, flag: "--http2" | "--http1.1"): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile("curl", ["-sk", flag, "-o", "/dev/null", "-w", "%{http_version}", url], (error, stdout) =>
+      error ? reject(error) : resolve(stdout.trim()),
+    ),
+  );
+}
+
+function curlHttp2(): string | undefined {
+  try {
+    const version = execFileSync("curl", ["--version"], { encoding: "utf8" });
+    return /\bHTTP2\b/.test(version) ? undefined : "curl has no HTTP2 feature";
+  } catch {
+    return "curl is missing (.ci/run installs it)";
+  }
+}
+
+/** GET `path` over HTTP/2 with node:http2's client; says which ALPN protocol was agreed. */
+async function h2get(url: string, path: string): Promise<{ status: number; body: string; alpn?: string }> {
+  const session = http2.connect(url, { rejectUnauthorized: false });
+  try {
+    return await new Promise((resolve, reject) => {
+      session.once("error", reject);
+      const request = session.request({ ":path": path });
+      let status = 0;
+      let body = "";
+      request.setEncoding("utf8");
+      request.on("response", (headers) => {
+        status = Number(headers[":status"]);
+      });
+      request.on("data", (chunk) => {
+        body += chunk;
+      });
+      request.on("end", () => resolve({ status, body, alpn: session.alpnProtocol }));
+      request.on("error", reject);
+      request.end();
+    });
+  } finally {
+    session.close();
+  }
+}
+
+/** One HTTP/1.1 request on a new TLS connection offering `session`; which shard, and was it resumed. */
+export function tlsRequest(
+  port: number,
+  session?: Buffer,
+): Promise<{ shard: string; reused: boolean; session?: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: "127.0.0.1",
+      port,
+      rejectUnauthorized: false,
+      ALPNProtocols: ["http/1.1"],
+      session,
+    });
+    let ticket: Buffer | undefined;
+    let text = "";
+    socket.setTimeout(5000, () => socket.destroy(new Error("timeout")));
+    socket.on("session", (value: Buffer) => {
+      ticket = value;
+    });
+    socket.on("secureConnect", () =>
+      socket.write("GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"),
+    );
+    socket.on("data", (chunk: Buffer) => {
+      text += chunk;
+    });
+    socket.on("end", () => {
+      const match = /Hello from PID (\d+) \(shard (\d+)/.exec(text);
+      resolve({
+        shard: match ? `${match[1]}/${match[2]}` : "?",
+        reused: socket.isSessionReused(),
+        session: ticket,
+      });
+    });
+    socket.on("error", reject);
+  });
+}
+
+export function httpsSuite(rt: RuntimeUnderTest): void {
+  describe(`https on ${rt.name}`, () => {
+    let certs: TestCerts;
+    before(() => {
+      certs = makeCerts();
+    });
+    after(() => {
+      killLeftovers();
+      rmSync(certs.dir, { recursive: true, force: true });
+    });
+    const tlsArgs = () => ["--tls-cert", certs.chain, "--tls-key", certs.leafKey];
+
+    test("4 shards serve HTTPS: fresh TLS connections spread evenly, h2 by ALPN (curl, node:http2), the chain served whole, key never logged", async (t) => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "4", "--port", String(port), ...tlsArgs()]);
+      assert.equal(app.url, `https://127.0.0.1:${port}`, "the listening line says https://");
+
+      const total = 800;
+      const counts = await spread(app.url, total);
+      const shares = [...counts.values()];
+      assert.equal(shares.length, 4, `4 shards answer over TLS: ${JSON.stringify([...counts])}`);
+      const { chi2, p } = chiSquaredUniformP(shares);
+      assert.ok(
+        p > 0.001,
+        `uniform spread of TLS connections: counts ${shares}, chi2 ${chi2.toFixed(2)}, p ${p}`,
+      );
+      for (const share of shares)
+        assert.ok(share >= total / 4 / 2, `each shard gets half its fair share: ${shares}`);
+
+      const h2 = await h2get(app.url, "/");
+      assert.equal(h2.alpn, "h2");
+      assert.equal(h2.status, 200);
+      assert.match(h2.body, /Hello from PID \d+ \(shard \d/);
+      for (const path of ["/livez", "/readyz"]) {
+        assert.equal((await h2get(app.url, path)).status, 200, `${path} over HTTP/2`);
+        assert.equal((await get(`${app.url}${path}`)).status, 200, `${path} over HTTPS/1.1`);
+      }
+      const noCurl = curlHttp2();
+      if (noCurl) t.diagnostic(`curl checks skipped: ${noCurl}`);
+      else {
+        assert.equal(await curlVersion(app.url, "--http2"), "2");
+        assert.equal(await curlVersion(app.url, "--http1.1"), "1.1");
+      }
+
+      // The whole chain reaches the client: the leaf, then the CA that signed it.
+      const peer = await new Promise<tls.DetailedPeerCertificate>((resolve, reject) => {
+        const socket = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
+          resolve(socket.getPeerCertificate(true));
+          socket.end();
+        });
+        socket.on("error", reject);
+      });
+      assert.equal(peer.fingerprint256, fingerprintOf(certs.chain));
+      assert.equal(peer.issuerCertificate?.fingerprint256, fingerprintOf(certs.ca));
+      // And a client that trusts only the CA verifies the server (no -k).
+      const verified = await new Promise<boolean>((resolve, reject) => {
+        const socket = tls.connect(
+          { host: "127.0.0.1", port, servername: "localhost", ca: readFileSync(certs.ca) },
+          () => {
+            resolve(socket.authorized);
+            socket.end();
+          },
+        );
+        socket.on("error", reject);
+      });
+      assert.ok(verified, "the chain verifies against the CA");
+
+      // No key material in any log line, nor in a shard's environment (only the two paths).
+      for (const line of keyBody(certs.leafKey))
+        assert.ok(!app.output().includes(line), "the key is never logged");
+      for (const pid of childrenOf(app.launcherPid)) {
+        const environ = readFileSync(`/proc/${pid}/environ`, "utf8");
+        assert.doesNotMatch(environ, /PRIVATE KEY|ticket/i, "no key or ticket key in a shard's environment");
+        assert.ok(environ.includes(certs.leafKey), "the shard is told the key's path");
+      }
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      assert.ok(await portIsFree(port));
+    });
+
+    test("over TLS: status, plain-HTTP metrics on their own port, `reload` to new shards", async () => {
+      const port = freshPort();
+      const metricsPort = freshPort();
+      const app = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(port),
+        "--metrics-port",
+        String(metricsPort),
+        ...tlsArgs(),
+      ]);
+      const before = await shardPids(app.url, 2);
+      assert.equal(before.size, 2);
+      const status = run(rt, ["status", "--port", String(port)]);
+      assert.equal(await status.exited, 0, status.output());
+      assert.match(status.output(), /^https:\/\/127\.0\.0\.1:\d+: /m);
+      assert.equal(
+        status
+          .output()
+          .split("\n")
+          .filter((line) => /^\d+\s+pid \d+\s+ready/.test(line)).length,
+        2,
+      );
+      const metrics = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.equal(metrics.status, 200, "metrics stay plain HTTP");
+      assert.match(metrics.body, /^shardport_requests_total\{shard="all",status="200"\} \d+$/m);
+      const reload = run(rt, ["reload", "--port", String(port)]);
+      assert.equal(await reload.exited, 0, reload.output());
+      await app.waitFor(/reload done: 2 shards replaced/);
+      const after = await shardPids(app.url, 2);
+      assert.ok(
+        [...after].every((pid) => !before.has(pid)),
+        "new shards after reload, serving HTTPS",
+      );
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("session resumption across shards (Node: shared ticket keys; Bun, Deno: per process)", async (t) => {
+      const port = freshPort();
+      const app = await start(rt, ["--shards", "2", "--port", String(port), ...tlsArgs()]);
+      // TLS 1.3 tickets arrive after the handshake: wait for the first response before reusing.
+      const first = await tlsRequest(port);
+      assert.ok(first.session, "the server issued a session ticket");
+      const byShard = new Map<string, { reused: number; full: number }>();
+      for (let i = 0; i < 40; i++) {
+        const next = await tlsRequest(port, first.session);
+        const entry = byShard.get(next.shard) ?? { reused: 0, full: 0 };
+        entry[next.reused ? "reused" : "full"]++;
+        byShard.set(next.shard, entry);
+      }
+      t.diagnostic(`${rt.name}: resumption by shard ${JSON.stringify([...byShard])}`);
+      assert.equal(byShard.size, 2, "both shards answered");
+      if (rt.runtime === "node") {
+        for (const [shard, { full }] of byShard)
+          assert.equal(full, 0, `every connection to shard ${shard} resumed the first shard's session`);
+      }
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("threads mode serves HTTPS and h2; an expired certificate warns and still serves; a key others can read warns", async () => {
+      chmodSync(certs.expiredKey, 0o644);
+      try {
+        const app = await start(rt, [
+          "--shards",
+          "2",
+          "--port",
+          String(freshPort()),
+          "--mode",
+          "threads",
+          "--tls-cert",
+          certs.expired,
+          "--tls-key",
+          certs.expiredKey,
+        ]);
+        assert.match(app.output(), /TLS certificate .*expired\.pem expired on Jan {1,2}2 00:00:00 2020 GMT/);
+        assert.match(app.output(), /TLS key .*expired\.key is readable by every user \(mode 644\)/);
+        const h2 = await h2get(app.url, "/");
+        assert.equal(h2.alpn, "h2");
+        assert.equal(h2.status, 200);
+        const reply = await get(app.url);
+        assert.equal(reply.fingerprint, fingerprintOf(certs.expired));
+        if (rt.runtime === "node") {
+          const first = await tlsRequest(Number(new URL(app.url).port));
+          const next = await tlsRequest(Number(new URL(app.url).port), first.session);
+          assert.ok(next.reused, "shard threads share the ticket keys too");
+        }
+        process.kill(app.launcherPid, "SIGTERM");
+        assert.equal(await app.exited, 0);
+      } finally {
+        chmodSync(certs.expiredKey, 0o600);
+      }
+      const quiet = await start(rt, ["--shards", "1", "--port", String(freshPort()), ...tlsArgs()]);
+      assert.doesNotMatch(
+        quiet.output(),
+        /readable by every user|expired/,
+        "no warning for a 0600 key in date",
+      );
+      process.kill(quiet.launcherPid, "SIGTERM");
+      assert.equal(await quiet.exited, 0);
+    });
+
+    test("bad TLS input: one line naming the file and the problem, exit 2, nothing listening", async () => {
+      const port = String(freshPort());
+      const missing = join(certs.dir, "missing.pem");
+      const cases: [string[], RegExp, Record<string, string>?][] = [
+        [
+          ["--tls-cert", certs.chain],
+          /--tls-cert needs --tls-key \(or TLS_KEY\): give both files or neither/,
+        ],
+        [[], /TLS_KEY needs --tls-cert \(or TLS_CERT\)/, { TLS_KEY: certs.leafKey }],
+        [["--tls-cert", missing, "--tls-key", certs.leafKey], /TLS certificate .*missing\.pem: not found/],
+        [["--tls-cert", certs.chain, "--tls-key", certs.dir], /TLS key .* is a directory, not a file/],
+        [
+          ["--tls-cert", certs.notPem, "--tls-key", certs.leafKey],
+          /TLS certificate .*not-pem\.txt is not PEM/,
+        ],
+        [["--tls-cert", certs.chain, "--tls-key", certs.notPem], /TLS key .*not-pem\.txt is not PEM/],
+        [
+          ["--tls-cert", certs.chain, "--tls-key", certs.chain],
+          /TLS key .*chain\.pem is not PEM: it holds no private key/,
+        ],
+        [
+          ["--tls-cert", certs.leafKey, "--tls-key", certs.leafKey],
+          /TLS certificate .*leaf\.key is not PEM: it holds no CERTIFICATE block/,
+        ],
+        [
+          ["--tls-cert", certs.chain, "--tls-key", certs.otherKey],
+          /TLS key .*other\.key does not match the certificate .*chain\.pem/,
+        ],
+        [
+          ["--tls-cert", certs.chain, "--tls-key", certs.encryptedKey],
+          /TLS key .*encrypted\.key is encrypted/,
+        ],
+        [
+          [],
+          /TLS key .*other\.key does not match the certificate .*chain\.pem/,
+          { TLS_CERT: certs.chain, TLS_KEY: certs.otherKey },
+        ],
+      ];
+      if (process.getuid?.() !== 0) {
+        const unreadable = join(certs.dir, "unreadable.key");
+        writeFileSync(unreadable, readFileSync(certs.leafKey), { mode: 0o000 });
+        cases.push([
+          ["--tls-cert", certs.chain, "--tls-key", unreadable],
+          /TLS key .*unreadable\.key: not readable/,
+        ]);
+      }
+      await Promise.all(
+        cases.map(async ([args, message, env]) => {
+          const proc = run(rt, ["--shards", "2", "--port", port, ...args], env);
+          const code = await proc.exited;
+          const lines = shardportLines(proc.output());
+          assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
+          assert.equal(lines.length, 1, `${args.join(" ")}: one line\n${proc.output()}`);
+          assert.match(lines[0], message);
+          for (const line of keyBody(certs.leafKey))
+            assert.ok(!proc.output().includes(line), "no key material");
+        }),
+      );
+      assert.ok(await portIsFree(Number(port)), "no shard started");
+    });
+
+    test("deploy/: the container entrypoint serves HTTPS from TLS_CERT and TLS_KEY, probes answer over TLS", async () => {
+      const entry: RuntimeUnderTest = { ...rt, command: (args) => ["deploy/entrypoint.sh", ...args] };
+      const port = freshPort();
+      const app = await start(entry, ["--shards", "2"], {
+        RUNTIME: rt.runtime,
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        TLS_CERT: certs.chain,
+        TLS_KEY: certs.leafKey,
+      });
+      assert.equal(app.url, `https://127.0.0.1:${port}`);
+      for (const path of ["/readyz", "/livez"]) assert.equal((await get(`${app.url}${path}`)).status, 200);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      if (rt.runtime !== "node") return;
+      // The manifests (checked once): the Secret as files, HTTPS probes, no key material.
+      const yaml = readFileSync(join(ROOT, "deploy", "kubernetes-tls.yaml"), "utf8");
+      assert.doesNotMatch(yaml, /BEGIN|tls\.key:\s*\S{20}/, "no PEM in the manifest");
+      const docs = parseAllDocuments(yaml).map((doc) => doc.toJS());
+      const pod = docs.find((doc) => doc.kind === "Deployment").spec.template.spec;
+      const container = pod.containers[0];
+      const env = new Map(container.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+      const mount = container.volumeMounts.find((m: { name: string }) => m.name === "tls");
+      const volume = pod.volumes.find((v: { name: string }) => v.name === "tls");
+      assert.ok(volume.secret.secretName);
+      assert.equal(volume.secret.defaultMode & 0o004, 0, "the key is not readable by every user");
+      assert.equal(env.get("TLS_CERT"), `${mount.mountPath}/tls.crt`);
+      assert.equal(env.get("TLS_KEY"), `${mount.mountPath}/tls.key`);
+      for (const probe of [container.readinessProbe, container.livenessProbe])
+        assert.equal(probe.httpGet.scheme, "HTTPS");
+      const dropIn = readFileSync(join(ROOT, "deploy", "shardport-tls.conf"), "utf8");
+      const credentials = [...dropIn.matchAll(/^LoadCredential=([\w.]+):(\S+)$/gm)].map((m) => m[1]);
+      assert.deepEqual(credentials, ["tls.crt", "tls.key"]);
+      assert.match(dropIn, /^Environment=TLS_CERT=%d\/tls\.crt TLS_KEY=%d\/tls\.key /m);
+    });
+
+    if (rt.runtime === "deno") {
+      for (const extra of [[], ["--http", "node"], ["--mode", "threads"]]) {
+        test(`deno ${extra.join(" ") || "native"}: h2 over TLS; a shard reads the two files, not their folder`, async () => {
+          const app = await start(
+            rt,
+            [
+              "--shards",
+              "2",
+              "--port",
+              String(freshPort()),
+              ...extra,
+              ...tlsArgs(),
+              "test/fixtures/deno-tls-read.ts",
+            ],
+            { PROBE_FILES: [certs.chain, certs.leafKey, certs.sibling].join(",") },
+          );
+          const h2 = await h2get(app.url, "/");
+          assert.equal(h2.alpn, "h2");
+          assert.deepEqual(JSON.parse(h2.body), {
+            [certs.chain]: "allowed",
+            [certs.leafKey]: "allowed",
+            [certs.sibling]: "NotCapable",
+          });
+          process.kill(app.launcherPid, "SIGTERM");
+          assert.equal(await app.exited, 0);
+        });
+      }
+    }
+  });
+}
