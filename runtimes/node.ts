@@ -43,8 +43,16 @@ export const node: Runtime = {
   async loadTypeScript() {
     // Node 22.18+ strips types itself; older ones need tsx's loader.
     if ((process.features as { typescript?: unknown }).typescript) return;
-    const { register } = await import("tsx/esm/api");
-    register();
+    // tsx: an optional peer dependency of the package, which only such a Node needs.
+    let tsx: typeof import("tsx/esm/api");
+    try {
+      tsx = await import("tsx/esm/api");
+    } catch {
+      throw new Error(
+        `Node ${version} cannot strip types (22.18+ can) and tsx is not installed: npm install tsx`,
+      );
+    }
+    tsx.register();
   },
 };
 
