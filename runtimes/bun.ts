@@ -1,12 +1,12 @@
 /**
  * Bun: `Bun.serve({ reusePort: true })`. Never node:http, whose reusePort Bun drops
- * (oven-sh/bun#43690). Entry of `bun run start`.
+ * (oven-sh/bun#43690). Entry of `bun run start` (and, bundled as dist/bun.js, of the package's bin on Bun).
  * @module
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
-import { isShardThread, main } from "../src/main.ts";
+import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
 
@@ -38,12 +38,15 @@ export const bun: Runtime = {
   },
 };
 
-const defaultApp = fileURLToPath(new URL("../src/app.ts", import.meta.url));
+const defaultApp = demoAppBeside(import.meta.url);
 
 /** Starts shardport on Bun from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
 export const start = async (options?: StartOptions): Promise<Launched> =>
   (await import("../src/launcher/cli.ts")).start(bun, defaultApp, options);
 
+/** The command line: a shard or the launcher. The package's `shardport` bin calls it on Bun. */
+export const cli = (): Promise<void> => main(bun, defaultApp);
+
 // A shard thread runs this module too (threads mode).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
-if (import.meta.main || isShardThread()) main(bun, defaultApp);
+if (import.meta.main || isShardThread()) cli();

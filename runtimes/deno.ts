@@ -10,14 +10,18 @@ import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
 import { ThreadHandle } from "../src/launcher/threads.ts";
 import { log } from "../src/log.ts";
-import { isShardThread, main } from "../src/main.ts";
+import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { type LauncherMessage, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
 import type { Runtime, ShardAccess } from "../src/types.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
 import type { ThreadExit } from "./deno-thread.ts";
 
-const entry = fileURLToPath(import.meta.url);
-const root = dirname(dirname(entry));
+// A path where this module is a file (the repository, the npm package); its URL where it is not
+// (imported from JSR), which `deno run` and Worker take as well.
+const local = import.meta.url.startsWith("file:");
+const entry = local ? fileURLToPath(import.meta.url) : import.meta.url;
+/** The package's root folder (shards may read it), where it is one. */
+const root = local ? dirname(dirname(entry)) : undefined;
 
 // Deno wants --allow-all for /proc and /sys files; the launcher, which may run processes, asks cat.
 const readProc = (path: string) =>
@@ -33,7 +37,8 @@ const address = ({ host, port }: ShardAccess) => `${host.includes(":") ? `[${hos
  */
 function shardPermissions(access: ShardAccess) {
   const tlsFiles = access.tls ? [access.tls.cert, access.tls.key] : [];
-  const read = [root, dirname(access.app), ...new Set([...tlsFiles, ...tlsFiles.map(realPath)])];
+  const folders = root ? [root, dirname(access.app)] : [dirname(access.app)];
+  const read = [...folders, ...new Set([...tlsFiles, ...tlsFiles.map(realPath)])];
   return { net: [address(access)], read, env: true, sys: ["hostname"] };
 }
 
@@ -95,7 +100,8 @@ function mayNarrowThreads(): boolean {
 }
 
 function startWorker(spec: ShardSpec): Worker {
-  const url = new URL("./deno-thread.ts", import.meta.url).href;
+  // Bundled (dist/deno.js, the npm package), the thread's module is dist/deno-thread.js.
+  const url = new URL(`./deno-thread.${import.meta.url.endsWith(".js") ? "js" : "ts"}`, import.meta.url).href;
   const options = { type: "module" as const, name: `shard ${spec.index}` };
   if (!mayNarrowThreads()) return new Worker(url, options);
   const permissions = threadPermissions(spec);
@@ -165,12 +171,15 @@ export const deno: Runtime = {
   readProc,
 };
 
-const defaultApp = `${root}/src/app.ts`;
+const defaultApp = local ? demoAppBeside(import.meta.url) : "";
 
 /** Starts shardport on Deno from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
 export const start = async (options?: StartOptions): Promise<Launched> =>
   (await import("../src/launcher/cli.ts")).start(deno, defaultApp, options);
 
+/** The command line: a shard or the launcher. The package's `shardport` bin calls it on Deno. */
+export const cli = (): Promise<void> => main(deno, defaultApp);
+
 // A shard thread runs this module too (threads mode).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
-if (import.meta.main || isShardThread()) main(deno, defaultApp);
+if (import.meta.main || isShardThread()) cli();

@@ -9,7 +9,7 @@ import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
-import { isShardThread, main } from "../src/main.ts";
+import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import type { Runtime } from "../src/types.ts";
 import { listenNodeHttp } from "./node-http.ts";
@@ -43,21 +43,29 @@ export const node: Runtime = {
   async loadTypeScript() {
     // Node 22.18+ strips types itself; older ones need tsx's loader.
     if ((process.features as { typescript?: unknown }).typescript) return;
-    const { register } = await import("tsx/esm/api");
-    register();
+    // tsx: an optional peer dependency of the package, which only such a Node needs.
+    let tsx: typeof import("tsx/esm/api");
+    try {
+      tsx = await import("tsx/esm/api");
+    } catch {
+      throw new Error(
+        `Node ${version} cannot strip types (22.18+ can) and tsx is not installed: npm install tsx`,
+      );
+    }
+    tsx.register();
   },
 };
 
 const isEntry = process.argv[1] !== undefined && realpathSync(process.argv[1]) === entry;
-// Bundled, the demo app sits beside dist/node.js as app.js; from source it is src/app.ts.
-const defaultApp = fileURLToPath(
-  new URL(entry.endsWith(".js") ? "./app.js" : "../src/app.ts", import.meta.url),
-);
+const defaultApp = demoAppBeside(import.meta.url);
 
 /** Starts shardport on Node from your own entry file: `await start({ app: "./app.ts", shards: 4 })`. */
 export const start = async (options?: StartOptions): Promise<Launched> =>
   (await import("../src/launcher/cli.ts")).start(node, defaultApp, options);
 
+/** The command line: a shard or the launcher. The package's `shardport` bin calls it on Node. */
+export const cli = (): Promise<void> => main(node, defaultApp);
+
 // A shard thread runs this module too (threads mode).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
-if (isEntry || isShardThread()) main(node, defaultApp);
+if (isEntry || isShardThread()) cli();

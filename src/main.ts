@@ -4,6 +4,7 @@
  * a shard never loads the launcher's code and the launcher never loads the app.
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { say } from "./log.ts";
 import { SHARD_ENV } from "./protocol.ts";
@@ -11,6 +12,13 @@ import type { Runtime } from "./types.ts";
 
 /** True in a shard thread (threads mode): the runtime entry then runs as a shard, not a launcher. */
 export const isShardThread = () => !isMainThread && Boolean(process.env[SHARD_ENV]);
+
+/**
+ * The demo app beside a runtime entry: `dist/app.js` beside a bundled entry (`dist/<runtime>.js`,
+ * what the npm package runs), else `src/app.ts`.
+ */
+export const demoAppBeside = (entryUrl: string): string =>
+  fileURLToPath(new URL(entryUrl.endsWith(".js") ? "./app.js" : "../src/app.ts", entryUrl));
 
 /** The entry point of every runtime; an unexpected error ends the process with exit 1. */
 export async function main(runtime: Runtime, defaultApp: string): Promise<void> {

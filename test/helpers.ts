@@ -26,6 +26,8 @@ export interface RuntimeUnderTest {
   fallback?: boolean;
   /** Set where the native server resets a few connections when it drains under load (Deno). */
   lossyNativeDrain?: boolean;
+  /** Where the command runs; the repository by default. */
+  cwd?: string;
 }
 
 export const RUNTIMES: Record<string, RuntimeUnderTest> = {
@@ -104,7 +106,7 @@ export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, st
   const [command, ...rest] = rt.command(args);
   // Its own process group, so that killLeftovers() reaches the launcher and its shards too.
   const child = spawn(command, rest, {
-    cwd: ROOT,
+    cwd: rt.cwd ?? ROOT,
     env: { ...ENV, ...env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,

@@ -15,7 +15,13 @@ export async function importApp(
   path: string,
   runtime: Pick<Runtime, "loadTypeScript">,
 ): Promise<FetchApp> {
-  if (/\.[mc]?tsx?$/.test(path)) await runtime.loadTypeScript?.();
+  if (/\.[mc]?tsx?$/.test(path)) {
+    try {
+      await runtime.loadTypeScript?.();
+    } catch (error) {
+      throw new AppModuleError(`app module ${path} is TypeScript: ${firstLine(error)}`);
+    }
+  }
   let mod: Record<string, unknown>;
   try {
     mod = await import(url);
