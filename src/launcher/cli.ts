@@ -8,11 +8,15 @@ import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
 import type { Runtime } from "../types.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
-import { queryLauncher, serveControl, signalLauncher, writePidFile } from "./control.ts";
+import { LauncherLiveError, queryLauncher, serveControl, writePidFile } from "./control.ts";
 import { explainAddrInUse } from "./port-holder.ts";
-import { ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
+import { LauncherSignals } from "./signals.ts";
+import { type ReloadResult, ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
 
-/** Documented exit codes. */
+/**
+ * Documented exit codes (README, Options). `failed` is also a stop that had to kill a shard that
+ * outlived its drain timeout by 5 s, and a `reload` command whose reload stopped.
+ */
 export const EXIT = { ok: 0, failed: 1, usage: 2, forced: 130 } as const;
 
 /** Exits after a one-line refusal of the command line (plain text on stderr). */
@@ -63,7 +67,11 @@ export interface Launched {
   stop(): Promise<void>;
 }
 
-export async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> {
+export async function runLauncher(
+  runtime: Runtime,
+  defaultApp: string,
+  signals = new LauncherSignals(),
+): Promise<void> {
   let config: Config;
   try {
     config = parseConfig(process.argv.slice(2), process.env, defaultApp, readProcFile(runtime));
@@ -75,28 +83,12 @@ export async function runLauncher(runtime: Runtime, defaultApp: string): Promise
     process.stdout.write(`${USAGE}\n`);
     exit(EXIT.ok);
   }
-  if (config.command === "status") {
-    try {
-      process.stdout.write(
-        formatStatus((await queryLauncher(config.host, config.port, "status")) as LauncherStatus),
-      );
-      exit(EXIT.ok);
-    } catch (error) {
-      exit(EXIT.failed, (error as Error).message);
-    }
-  }
   if (config.command !== "serve") {
-    const signal = config.command === "reload" ? "SIGHUP" : "SIGTERM";
-    try {
-      const pid = signalLauncher(config.host, config.port, signal);
-      say.out(`sent ${signal} to the launcher of ${urlOf(config)} (pid ${pid})`);
-      exit(EXIT.ok);
-    } catch (error) {
-      exit(EXIT.failed, (error as Error).message);
-    }
+    signals.release();
+    return command(config);
   }
   try {
-    await launch(runtime, config);
+    await launch(runtime, config, signals);
   } catch (error) {
     if (error instanceof LaunchError) exit(error.exitCode, error.message);
     throw error;
@@ -104,11 +96,46 @@ export async function runLauncher(runtime: Runtime, defaultApp: string): Promise
 }
 
 /**
- * Validates, starts every shard and waits for their handshakes, then takes SIGINT/SIGTERM
- * (drain and exit 0; a second one kills at once) and SIGHUP (rolling reload).
+ * `status`, `reload` and `stop`, over the launcher's control socket: an answer proves that the
+ * launcher is alive (a pid in a pid file may belong to another process by now). `reload` answers
+ * once the reload has finished (exit 1 if it stopped); `stop` once the launcher has exited.
+ */
+async function command(config: Config): Promise<never> {
+  const { host, port } = config;
+  try {
+    if (config.command === "status") {
+      process.stdout.write(formatStatus((await queryLauncher(host, port, "status")) as LauncherStatus));
+      exit(EXIT.ok);
+    }
+    if (config.command === "reload") {
+      const answer = (await queryLauncher(host, port, "reload", { timeoutMs: 0 })) as ReloadResult & {
+        pid: number;
+      };
+      if ("error" in answer)
+        exit(EXIT.failed, `${urlOf(config)} (launcher pid ${answer.pid}): ${answer.error}`);
+      say.out(`reloaded ${urlOf(config)} (launcher pid ${answer.pid}): generation ${answer.generation}`);
+      exit(EXIT.ok);
+    }
+    const answer = (await queryLauncher(host, port, "stop", { timeoutMs: 0, untilClosed: true })) as {
+      pid: number;
+    };
+    say.out(`stopped ${urlOf(config)} (launcher pid ${answer.pid})`);
+    exit(EXIT.ok);
+  } catch (error) {
+    exit(EXIT.failed, (error as Error).message);
+  }
+}
+
+/**
+ * Validates, serves the control socket (refused if another launcher answers on it), starts every
+ * shard and waits for their handshakes. Signals act as src/launcher/signals.ts says.
  * Throws a LaunchError before or instead of serving.
  */
-export async function launch(runtime: Runtime, config: Config): Promise<Launched> {
+export async function launch(
+  runtime: Runtime,
+  config: Config,
+  signals = new LauncherSignals(),
+): Promise<Launched> {
   await loadLog();
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
@@ -135,35 +162,67 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
       `${runtime.reusePortGap}: falling back to node:cluster (the launcher accepts and hands connections round robin)`,
     );
   }
-  if (process.platform === "linux") warnUnlessMigrating(runtime);
 
   const supervisor = new Supervisor(runtime, config, (reason) => fail(EXIT.failed, reason));
-  let stopping = false;
-  const stop = async () => {
-    stopping = true;
-    log.info(`stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
-    await supervisor.stop();
-    log.info("stopped");
-  };
-  const onStopSignal = async () => {
-    if (stopping) {
-      log.warn("second signal: killing every shard now");
+  let stopped: Promise<boolean> | undefined;
+  /** Drains every shard, starting ones too; true if none had to be killed. */
+  const stop = () =>
+    (stopped ??= (async () => {
+      log.info(`stopping: draining ${supervisor.live().length} shards (up to ${config.drainTimeoutMs} ms)`);
+      const clean = await supervisor.stop();
+      if (clean) log.info("stopped");
+      else log.error("stopped: a shard outlived --drain-timeout by 5 s and was killed");
+      return clean;
+    })());
+  signals.handle({
+    reload: () => void supervisor.reload(),
+    stop: async () => process.exit((await stop()) ? EXIT.ok : EXIT.failed),
+    force: () => {
+      log.warn("SIGINT again: killing every shard now");
       supervisor.kill();
       process.exit(EXIT.forced);
-    }
-    await stop();
-    process.exit(EXIT.ok);
-  };
-  process.on("SIGINT", onStopSignal);
-  process.on("SIGTERM", onStopSignal);
-  process.on("SIGHUP", () => {
-    if (!stopping) supervisor.reload();
+    },
   });
+  // Before any shard starts, so that a second launcher for this host:port is refused first.
+  try {
+    const status = async (): Promise<LauncherStatus> => ({
+      url: urlOf(config),
+      runtime: `${runtime.name} ${runtime.version}`,
+      mode: config.mode,
+      launcherPid: process.pid,
+      reloads: supervisor.reloads,
+      shards: (await supervisor.status()).map(({ stats, ...shard }) => ({
+        ...shard,
+        stats: stats && { ...stats, metrics: undefined },
+      })),
+    });
+    const pid = { pid: process.pid };
+    const control = await serveControl(config.host, config.port, {
+      status,
+      pid: async () => pid,
+      reload: async () => ({ ...pid, ...(await supervisor.reload()) }),
+      stop: async () => {
+        signals.receive("SIGTERM");
+        return pid;
+      },
+    });
+    process.on("exit", control);
+    process.on("exit", writePidFile(config.host, config.port));
+  } catch (error) {
+    if (error instanceof LauncherLiveError) throw new LaunchError(EXIT.failed, error.message);
+    log.warn(
+      `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
+    );
+  }
 
+  if (process.platform === "linux") warnUnlessMigrating(runtime);
+
+  // A stop during the start drains the shards and exits the process by itself.
+  const stopping = () => new Promise<never>(() => {});
   try {
     await supervisor.start();
   } catch (error) {
-    if (stopping) return new Promise(() => {}); // a signal is stopping us; it exits the process
+    if (signals.stopping) return stopping();
     if (!(error instanceof ShardStartError)) throw error;
     if (error.stage === "load") throw new LaunchError(EXIT.usage, error.detail);
     const reason =
@@ -172,6 +231,7 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
         : error.message;
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
+  if (signals.stopping) return stopping();
   if (config.metricsPort !== undefined) {
     try {
       const { serveMetrics } = await import("./metrics.ts"); // prom-client, only when asked for
@@ -184,29 +244,19 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
       );
     }
   }
-  try {
-    process.on("exit", writePidFile(config.host, config.port));
-    const status = async (): Promise<LauncherStatus> => ({
-      url: urlOf(config),
-      runtime: `${runtime.name} ${runtime.version}`,
-      mode: config.mode,
-      launcherPid: process.pid,
-      reloads: supervisor.reloads,
-      shards: (await supervisor.status()).map(({ stats, ...shard }) => ({
-        ...shard,
-        stats: stats && { ...stats, metrics: undefined },
-      })),
-    });
-    process.on("exit", await serveControl(config.host, config.port, { status }));
-  } catch (error) {
-    log.warn(
-      `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
-    );
-  }
   log.info(
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
-  return { url: urlOf(config), shards: config.shards, reload: () => supervisor.reload(), stop };
+  return {
+    url: urlOf(config),
+    shards: config.shards,
+    reload: async () => {
+      await supervisor.reload();
+    },
+    stop: async () => {
+      await stop();
+    },
+  };
 }
 
 /** The options of `start()`: the command line's flags, by name. */
