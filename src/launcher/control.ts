@@ -47,8 +47,8 @@ export class LauncherLiveError extends Error {}
  * The launcher's control socket (mode 0600, beside the pid file): a client writes a command line
  * (`status`, `reload`, `stop`, `pid`) and reads one JSON line. After `stop` the connection stays
  * open until the launcher has exited. Throws a LauncherLiveError if another launcher answers on
- * the socket; a stale one (its launcher is gone) is replaced. Returns the function that closes
- * the socket and removes it, if it is still ours.
+ * the socket; a stale one (its launcher is gone) is replaced. Returns the function that removes
+ * the socket file at exit, if it is still ours.
  */
 export async function serveControl(
   host: string,
@@ -88,12 +88,14 @@ export async function serveControl(
     await listen();
   }
   chmodSync(path, 0o600);
-  const { ino } = statSync(path);
+  // Which file is ours: a file system may give a new file the inode number of a removed one.
+  const identity = (stat = statSync(path)) => `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
+  const ours = identity();
   server.unref();
+  // At exit. Not server.close(): libuv would unlink the path, whoever's file it is by now.
   return () => {
-    server.close();
     try {
-      if (statSync(path).ino === ino) rmSync(path);
+      if (identity() === ours) rmSync(path);
     } catch {}
   };
 }
