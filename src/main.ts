@@ -31,8 +31,11 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       ]);
       await runShard(runtime, JSON.parse(shardSpec), launcherChannel());
     } else {
+      // Signals first, before anything else of the launcher loads (see launcher/signals.ts).
+      const { LauncherSignals } = await import("./launcher/signals.ts");
+      const signals = new LauncherSignals();
       const { runLauncher } = await import("./launcher/cli.ts");
-      await runLauncher(runtime, defaultApp);
+      await runLauncher(runtime, defaultApp, signals);
     }
   } catch (error) {
     say.error(`unexpected: ${(error as Error)?.stack ?? error}`);

@@ -9,13 +9,17 @@ import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
 import type { Runtime } from "../types.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
-import { queryLauncher, serveControl, signalLauncher, writePidFile } from "./control.ts";
+import { LauncherLiveError, queryLauncher, serveControl, writePidFile } from "./control.ts";
 import { event, recentEvents } from "./events.ts";
 import { Monitor } from "./monitor.ts";
 import { explainAddrInUse } from "./port-holder.ts";
-import { ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
+import { LauncherSignals } from "./signals.ts";
+import { type ReloadResult, ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
 
-/** Documented exit codes. */
+/**
+ * Documented exit codes (README, Options). `failed` is also a stop that had to kill a shard that
+ * outlived its drain timeout by 5 s, and a `reload` command whose reload stopped.
+ */
 export const EXIT = { ok: 0, failed: 1, usage: 2, forced: 130 } as const;
 
 /** Exits after a one-line refusal of the command line (plain text on stderr). */
@@ -69,7 +73,11 @@ export interface Launched {
   stop(): Promise<void>;
 }
 
-export async function runLauncher(runtime: Runtime, defaultApp: string): Promise<void> {
+export async function runLauncher(
+  runtime: Runtime,
+  defaultApp: string,
+  signals = new LauncherSignals(),
+): Promise<void> {
   let config: Config;
   try {
     config = parseConfig(process.argv.slice(2), process.env, defaultApp, readProcFile(runtime));
@@ -81,32 +89,17 @@ export async function runLauncher(runtime: Runtime, defaultApp: string): Promise
     process.stdout.write(`${USAGE}\n`);
     exit(EXIT.ok);
   }
-  if (config.command === "status") {
-    try {
-      process.stdout.write(
-        formatStatus((await queryLauncher(config.host, config.port, "status")) as LauncherStatus),
-      );
-      exit(EXIT.ok);
-    } catch (error) {
-      exit(EXIT.failed, (error as Error).message);
-    }
-  }
   if (config.command === "top") {
+    signals.release();
     const { runTop } = await import("./top.ts"); // the terminal view, only for `top`
     exit(await runTop(config));
   }
   if (config.command !== "serve") {
-    const signal = config.command === "reload" ? "SIGHUP" : "SIGTERM";
-    try {
-      const pid = signalLauncher(config.host, config.port, signal);
-      say.out(`sent ${signal} to the launcher of ${urlOf(config)} (pid ${pid})`);
-      exit(EXIT.ok);
-    } catch (error) {
-      exit(EXIT.failed, (error as Error).message);
-    }
+    signals.release();
+    return command(config);
   }
   try {
-    await launch(runtime, config);
+    await launch(runtime, config, signals);
   } catch (error) {
     if (error instanceof LaunchError) exit(error.exitCode, error.message);
     throw error;
@@ -114,11 +107,46 @@ export async function runLauncher(runtime: Runtime, defaultApp: string): Promise
 }
 
 /**
- * Validates, starts every shard and waits for their handshakes, then takes SIGINT/SIGTERM
- * (drain and exit 0; a second one kills at once) and SIGHUP (rolling reload).
+ * `status`, `reload` and `stop`, over the launcher's control socket: an answer proves that the
+ * launcher is alive (a pid in a pid file may belong to another process by now). `reload` answers
+ * once the reload has finished (exit 1 if it stopped); `stop` once the launcher has exited.
+ */
+async function command(config: Config): Promise<never> {
+  const { host, port } = config;
+  try {
+    if (config.command === "status") {
+      process.stdout.write(formatStatus((await queryLauncher(host, port, "status")) as LauncherStatus));
+      exit(EXIT.ok);
+    }
+    if (config.command === "reload") {
+      const answer = (await queryLauncher(host, port, "reload", { timeoutMs: 0 })) as ReloadResult & {
+        pid: number;
+      };
+      if ("error" in answer)
+        exit(EXIT.failed, `${urlOf(config)} (launcher pid ${answer.pid}): ${answer.error}`);
+      say.out(`reloaded ${urlOf(config)} (launcher pid ${answer.pid}): generation ${answer.generation}`);
+      exit(EXIT.ok);
+    }
+    const answer = (await queryLauncher(host, port, "stop", { timeoutMs: 0, untilClosed: true })) as {
+      pid: number;
+    };
+    say.out(`stopped ${urlOf(config)} (launcher pid ${answer.pid})`);
+    exit(EXIT.ok);
+  } catch (error) {
+    exit(EXIT.failed, (error as Error).message);
+  }
+}
+
+/**
+ * Validates, serves the control socket (refused if another launcher answers on it), starts every
+ * shard and waits for their handshakes. Signals act as src/launcher/signals.ts says.
  * Throws a LaunchError before or instead of serving.
  */
-export async function launch(runtime: Runtime, config: Config): Promise<Launched> {
+export async function launch(
+  runtime: Runtime,
+  config: Config,
+  signals = new LauncherSignals(),
+): Promise<Launched> {
   await loadLog();
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
@@ -146,58 +174,47 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
       `${runtime.reusePortGap}: falling back to node:cluster (the launcher accepts and hands connections round robin)`,
     );
   }
-  if (process.platform === "linux") warnUnlessMigrating(runtime);
 
   const supervisor = new Supervisor(runtime, config, (reason) => fail(EXIT.failed, reason));
   if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
   // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
-  const reload = async () => {
+  const reload = async (): Promise<ReloadResult> => {
     if (config.tls && tls) {
       try {
         await checkTls(config.tls);
       } catch (error) {
         if (!(error instanceof LaunchError)) throw error;
-        return log.error(`reload refused: ${error.message}; the running shards keep serving`);
+        const message = `reload refused: ${error.message}; the running shards keep serving`;
+        log.error(message);
+        return { error: message };
       }
       tls.ticketKeys.rotate();
     }
     return supervisor.reload();
   };
-  let stopping = false;
-  const stop = async () => {
-    stopping = true;
-    void watching?.close();
-    event("stop", `stopping: draining ${config.shards} shards (up to ${config.drainTimeoutMs} ms)`);
-    await supervisor.stop();
-    log.info("stopped");
-  };
-  const onStopSignal = async () => {
-    if (stopping) {
-      log.warn("second signal: killing every shard now");
+  let stopped: Promise<boolean> | undefined;
+  /** Drains every shard, starting ones too; true if none had to be killed. */
+  const stop = () =>
+    (stopped ??= (async () => {
+      void watching?.close();
+      event(
+        "stop",
+        `stopping: draining ${supervisor.live().length} shards (up to ${config.drainTimeoutMs} ms)`,
+      );
+      const clean = await supervisor.stop();
+      if (clean) log.info("stopped");
+      else log.error("stopped: a shard outlived --drain-timeout by 5 s and was killed");
+      return clean;
+    })());
+  signals.handle({
+    reload: () => void reload(),
+    stop: async () => process.exit((await stop()) ? EXIT.ok : EXIT.failed),
+    force: () => {
+      log.warn("SIGINT again: killing every shard now");
       supervisor.kill();
       process.exit(EXIT.forced);
-    }
-    await stop();
-    process.exit(EXIT.ok);
-  };
-  process.on("SIGINT", onStopSignal);
-  process.on("SIGTERM", onStopSignal);
-  process.on("SIGHUP", () => {
-    if (!stopping) reload();
+    },
   });
-
-  try {
-    await supervisor.start();
-  } catch (error) {
-    if (stopping) return new Promise(() => {}); // a signal is stopping us; it exits the process
-    if (!(error instanceof ShardStartError)) throw error;
-    if (error.stage === "load") throw new LaunchError(EXIT.usage, error.detail);
-    const reason =
-      error.code === "EADDRINUSE"
-        ? explainAddrInUse(config.host, config.port, readProcFile(runtime))
-        : error.message;
-    throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
-  }
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,
@@ -206,6 +223,53 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     reloads: supervisor.reloads,
   });
   const monitor = new Monitor(supervisor);
+  // Before any shard starts, so that a second launcher for this host:port is refused first.
+  try {
+    const status = async (): Promise<LauncherStatus> => ({
+      ...header(),
+      shards: (await supervisor.status()).map(({ stats, ...shard }) => ({
+        ...shard,
+        stats: stats && { ...stats, metrics: undefined },
+      })),
+    });
+    const top = async () => ({ ...header(), ...(await monitor.watch()), events: recentEvents() });
+    const pid = { pid: process.pid };
+    const control = await serveControl(config.host, config.port, {
+      status,
+      top,
+      pid: async () => pid,
+      reload: async () => ({ ...pid, ...(await reload()) }),
+      stop: async () => {
+        signals.receive("SIGTERM");
+        return pid;
+      },
+    });
+    process.on("exit", control);
+    process.on("exit", writePidFile(config.host, config.port));
+  } catch (error) {
+    if (error instanceof LauncherLiveError) throw new LaunchError(EXIT.failed, error.message);
+    log.warn(
+      `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
+    );
+  }
+
+  if (process.platform === "linux") warnUnlessMigrating(runtime);
+
+  // A stop during the start drains the shards and exits the process by itself.
+  const stopping = () => new Promise<never>(() => {});
+  try {
+    await supervisor.start();
+  } catch (error) {
+    if (signals.stopping) return stopping();
+    if (!(error instanceof ShardStartError)) throw error;
+    if (error.stage === "load") throw new LaunchError(EXIT.usage, error.detail);
+    const reason =
+      error.code === "EADDRINUSE"
+        ? explainAddrInUse(config.host, config.port, readProcFile(runtime))
+        : error.message;
+    throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
+  }
+  if (signals.stopping) return stopping();
   let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {
     const { dashboardHandler, serveDashboard } = await import("./dashboard.ts");
@@ -235,30 +299,14 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
       );
     }
   }
-  try {
-    process.on("exit", writePidFile(config.host, config.port));
-    const status = async (): Promise<LauncherStatus> => ({
-      ...header(),
-      shards: (await supervisor.status()).map(({ stats, ...shard }) => ({
-        ...shard,
-        stats: stats && { ...stats, metrics: undefined },
-      })),
-    });
-    const top = async () => ({ ...header(), ...(await monitor.watch()), events: recentEvents() });
-    process.on("exit", await serveControl(config.host, config.port, { status, top }));
-  } catch (error) {
-    log.warn(
-      `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
-    );
-  }
   if (config.watch.length > 0) {
     const { watchForChanges } = await import("./watch.ts");
     // A renewed certificate is a change too: the shards read the files when they start.
     const paths = [...config.watch, ...(config.tls ? [config.tls.cert, config.tls.key] : [])];
     watching = await watchForChanges(paths, (changed) => {
-      if (stopping) return;
+      if (signals.stopping) return;
       log.info(`watch: ${changed} changed, reloading`);
-      void supervisor.reload();
+      void reload();
     });
     log.info(`watching ${paths.join(", ")} for changes`);
   }
@@ -266,7 +314,16 @@ export async function launch(runtime: Runtime, config: Config): Promise<Launched
     "start",
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
   );
-  return { url: urlOf(config), shards: config.shards, reload, stop };
+  return {
+    url: urlOf(config),
+    shards: config.shards,
+    reload: async () => {
+      await reload();
+    },
+    stop: async () => {
+      await stop();
+    },
+  };
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
- * How scripts reach a running launcher: a pid file per host:port in a directory that only the
- * launching user can use, read by `shardport reload` and `shardport stop`; and a control socket
- * beside it that answers `shardport status`.
+ * How scripts reach a running launcher: a control socket per host:port, in a directory that only
+ * the launching user can use, that answers `shardport status`, `reload` and `stop` (an answer
+ * proves the launcher is alive, where a pid may be reused); and a pid file beside it, for
+ * scripts that send signals themselves.
  * @module
  */
 import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -37,28 +38,17 @@ export function writePidFile(host: string, port: number): () => void {
   };
 }
 
-/** Sends `signal` to the launcher serving host:port; returns its pid or throws why it cannot. */
-export function signalLauncher(host: string, port: number, signal: "SIGHUP" | "SIGTERM"): number {
-  const path = pidFilePath(host, port);
-  let pid: number;
-  try {
-    pid = Number(readFileSync(path, "utf8").trim());
-  } catch {
-    throw new Error(`no shardport launcher for ${host}:${port} (no ${path})`);
-  }
-  try {
-    process.kill(pid, signal);
-  } catch {
-    throw new Error(`no shardport launcher for ${host}:${port} (pid ${pid} from ${path} is gone)`);
-  }
-  return pid;
-}
-
 const socketPath = (host: string, port: number) => pidFilePath(host, port).replace(/\.pid$/, ".sock");
 
+/** Another launcher answers on this host:port's control socket. */
+export class LauncherLiveError extends Error {}
+
 /**
- * The launcher's control socket (mode 0600, beside the pid file): a client writes a command
- * line (`status`) and reads one JSON answer. Returns the function that closes and removes it.
+ * The launcher's control socket (mode 0600, beside the pid file): a client writes a command line
+ * (`status`, `reload`, `stop`, `pid`) and reads one JSON line. After `stop` the connection stays
+ * open until the launcher has exited. Throws a LauncherLiveError if another launcher answers on
+ * the socket; a stale one (its launcher is gone) is replaced. Returns the function that removes
+ * the socket file at exit, if it is still ours.
  */
 export async function serveControl(
   host: string,
@@ -66,49 +56,110 @@ export async function serveControl(
   commands: Record<string, () => Promise<unknown>>,
 ): Promise<() => void> {
   const path = socketPath(host, port);
-  rmSync(path, { force: true });
   const server = createServer((socket) => {
     let line = "";
     socket.setEncoding("utf8");
     socket.on("error", () => {});
     socket.on("data", async (chunk) => {
+      if (line.includes("\n")) return;
       line += chunk;
       if (!line.includes("\n")) return;
-      const command = commands[line.trim()];
-      const answer = command ? await command() : { error: `unknown command ${line.trim()}` };
-      socket.end(`${JSON.stringify(answer)}\n`);
+      const name = line.trim();
+      const command = commands[name];
+      const answer = command ? await command() : { error: `unknown command ${name}` };
+      socket.write(`${JSON.stringify(answer)}\n`);
+      if (name !== "stop") socket.end();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(path, resolve);
-  });
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  try {
+    await listen();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+    await refuseLive(host, port, path);
+    rmSync(path, { force: true }); // stale: its launcher is gone
+    await listen();
+  }
   chmodSync(path, 0o600);
+  // Which file is ours: a file system may give a new file the inode number of a removed one.
+  const identity = (stat = statSync(path)) => `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
+  const ours = identity();
   server.unref();
+  // At exit. Not server.close(): libuv would unlink the path, whoever's file it is by now.
   return () => {
-    server.close();
-    rmSync(path, { force: true });
+    try {
+      if (identity() === ours) rmSync(path);
+    } catch {}
   };
 }
 
-/** Sends `command` to the launcher on host:port and returns its JSON answer. */
-export function queryLauncher(host: string, port: number, command: string): Promise<unknown> {
+/** Throws a LauncherLiveError if a launcher listens on `path`. */
+async function refuseLive(host: string, port: number, path: string): Promise<void> {
+  let answer: { pid?: number };
+  try {
+    answer = (await queryLauncher(host, port, "pid", { timeoutMs: 2000 })) as { pid?: number };
+  } catch (error) {
+    if ((error as NoLauncherError).noLauncher) return;
+    answer = {}; // it accepts but does not answer: alive all the same
+  }
+  throw new LauncherLiveError(
+    `another shardport launcher${answer.pid ? ` (pid ${answer.pid})` : ""} serves ${host}:${port} (it answers on ${path})`,
+  );
+}
+
+type NoLauncherError = Error & { noLauncher?: boolean };
+
+/**
+ * Sends `command` to the launcher on host:port and returns its JSON answer; with `untilClosed`,
+ * once the launcher has closed the connection (after `stop`: once it has exited). `timeoutMs` 0
+ * waits as long as the launcher stays connected.
+ */
+export function queryLauncher(
+  host: string,
+  port: number,
+  command: string,
+  { timeoutMs = 5000, untilClosed = false } = {},
+): Promise<unknown> {
   const path = socketPath(host, port);
   return new Promise((resolve, reject) => {
     let text = "";
+    let answer: unknown;
     const socket = connect(path, () => socket.write(`${command}\n`));
     socket.setEncoding("utf8");
-    socket.setTimeout(5000, () => socket.destroy(new Error(`no answer from ${path}`)));
+    if (timeoutMs > 0)
+      socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer from ${path}`)));
     socket.on("data", (chunk) => {
       text += chunk;
+      if (answer !== undefined || !text.includes("\n")) return;
+      try {
+        answer = JSON.parse(text.slice(0, text.indexOf("\n")));
+      } catch (error) {
+        return socket.destroy(error as Error);
+      }
+      socket.setTimeout(0);
+      if (!untilClosed) {
+        resolve(answer);
+        socket.destroy();
+      }
     });
-    socket.on("end", () => resolve(JSON.parse(text)));
-    socket.on("error", (error: NodeJS.ErrnoException) =>
-      reject(
-        error.code === "ENOENT" || error.code === "ECONNREFUSED"
-          ? new Error(`no shardport launcher for ${host}:${port} (no ${path})`)
-          : error,
-      ),
+    socket.on("close", () =>
+      answer === undefined ? reject(new Error(`${path} closed without an answer`)) : resolve(answer),
     );
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      if (answer !== undefined) return resolve(answer);
+      if (error.code === "ENOENT" || error.code === "ECONNREFUSED") {
+        const gone: NoLauncherError = new Error(`no shardport launcher for ${host}:${port} (no ${path})`);
+        gone.noLauncher = true;
+        return reject(gone);
+      }
+      reject(error);
+    });
   });
 }

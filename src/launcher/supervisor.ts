@@ -2,6 +2,10 @@
  * The launcher's side of the shards: start N and wait for each handshake, restart one that dies,
  * replace them all one by one on reload, drain them all on stop. Runtime-neutral: the runtime
  * adapter only says how to spawn a shard.
+ *
+ * Every shard that exists is in one place: `slots` (serving, or starting as a restart or in the
+ * first start), `incoming` (a reload's new shard, until it takes its slot) or `retiring`
+ * (replaced, draining). stop() and kill() reach all three.
  * @module
  */
 import { pathToFileURL } from "node:url";
@@ -44,7 +48,7 @@ export const RESTART_DELAY_MS = 100;
 export const RESTART_DELAY_MAX_MS = 5000;
 /** A shard that stayed ready this long has its crash count forgotten. */
 export const STABLE_AFTER_MS = 1000;
-/** Start-up failures in a row after which a slot is given up. */
+/** Start-up failures in a row (shards that never got ready) after which a slot is given up. */
 export const MAX_START_FAILURES = 5;
 
 type State = "starting" | "ready" | "draining" | "exited";
@@ -64,21 +68,37 @@ export interface ShardStatus {
 const describeExit = (code: number | null, signal: string | null) =>
   signal ? `killed by ${signal}` : `exit code ${code}`;
 
+/** How a rolling reload ended: the generation now serving, or why it stopped. */
+export type ReloadResult = { generation: number } | { error: string };
+
 /** One shard process, from spawn to exit. */
 class Shard {
   state: State = "starting";
   readonly startedAt = Date.now();
   readyAt = 0;
+  /** Replaced and told to drain: its exit, even before it was ready, is expected. */
+  retired = false;
   private nextStatsId = 0;
   private readonly pendingStats = new Map<number, (stats: ShardStats | undefined) => void>();
   exitReason = "";
   readonly index: number;
+  readonly generation: number;
+  /** One of the first start's shards: if it never gets ready, the start fails (no restart). */
+  readonly firstStart: boolean;
   readonly child: ShardHandle;
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
 
-  constructor(index: number, child: ShardHandle, readyTimeoutMs: number) {
+  constructor(
+    index: number,
+    generation: number,
+    firstStart: boolean,
+    child: ShardHandle,
+    readyTimeoutMs: number,
+  ) {
     this.index = index;
+    this.generation = generation;
+    this.firstStart = firstStart;
     this.child = child;
     this.exited = new Promise((resolve) => {
       const exited = (reason: string) => {
@@ -91,13 +111,17 @@ class Shard {
       child.once("error", (error) => child.pid === undefined && exited(error.message));
     });
     this.ready = new Promise((resolve, reject) => {
+      let timedOut = false;
       const timer = setTimeout(() => {
+        timedOut = true;
         reject(new ShardStartError(index, `shard ${index} was not ready within ${readyTimeoutMs} ms`));
         this.kill();
       }, readyTimeoutMs);
       child.on("message", (message) => {
         if (!isShardMessage(message)) return;
         if (message.type === "stats") return this.pendingStats.get(message.id)?.(message);
+        // Too late: the shard is being killed, and stays "starting" until it has exited.
+        if (timedOut) return;
         clearTimeout(timer);
         if (message.type === "ready") {
           if (this.state === "starting") this.state = "ready";
@@ -174,9 +198,16 @@ class Shard {
 }
 
 export class Supervisor {
+  /** Per slot: its shard (serving, or starting), or undefined while a restart is pending. */
   private readonly slots: (Shard | undefined)[];
+  /** Per slot: the shard a reload is starting for it, until that one takes the slot. */
+  private readonly incoming: (Shard | undefined)[];
   private readonly retiring = new Set<Shard>();
+  /** Per slot: the generation its shards run (a restart keeps it). */
+  private readonly generations: number[];
+  /** Per slot: exits in a row (for the back-off), and start-up failures in a row (to give up). */
   private readonly crashes: number[];
+  private readonly startFailures: number[];
   /** Restarts after a crash, per slot (for status and metrics). */
   readonly restarts: number[];
   /** Completed rolling reloads. */
@@ -184,12 +215,13 @@ export class Supervisor {
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
+  /** The last generation that every slot reached. */
   private generation = 0;
-  /** Set once every shard of the first start is ready: crashes before that fail the start. */
-  private serving = false;
   private stopping = false;
-  private reloadChain: Promise<void> = Promise.resolve();
-  private reloadQueued = false;
+  /** Settles when start() has finished, either way; reloads run only after it. */
+  private reloadChain: Promise<unknown>;
+  private startFinished: () => void = () => {};
+  private queuedReload?: Promise<ReloadResult>;
 
   private readonly runtime: Runtime;
   private readonly config: Config;
@@ -200,13 +232,20 @@ export class Supervisor {
     this.runtime = runtime;
     this.config = config;
     this.onGiveUp = onGiveUp;
-    this.slots = new Array(config.shards).fill(undefined);
-    this.crashes = new Array(config.shards).fill(0);
-    this.restarts = new Array(config.shards).fill(0);
-    this.restartTimers = new Array(config.shards).fill(undefined);
+    const perSlot = <T>(value: T): T[] => new Array(config.shards).fill(value);
+    this.slots = perSlot(undefined);
+    this.incoming = perSlot(undefined);
+    this.generations = perSlot(0);
+    this.crashes = perSlot(0);
+    this.startFailures = perSlot(0);
+    this.restarts = perSlot(0);
+    this.restartTimers = perSlot(undefined);
+    this.reloadChain = new Promise<void>((resolve) => {
+      this.startFinished = resolve;
+    });
   }
 
-  private spawn(index: number, generation: number): Shard {
+  private spawn(index: number, generation: number, firstStart = false): Shard {
     const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls } = this.config;
     const metrics = metricsPort !== undefined;
     const appUrl = pathToFileURL(app).href;
@@ -229,46 +268,60 @@ export class Supervisor {
         ? (this.runtime.spawnThread?.(spec) ?? new ThreadShard(this.runtime.entry, env))
         : this.runtime.spawnShard(env, { host, port, app, tls });
     this.onSpawn?.(child);
-    const shard = new Shard(index, child, this.config.readyTimeoutMs);
+    const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs);
     shard.exited.then(() => this.onExit(shard));
     return shard;
   }
 
-  /** Starts every shard; resolves once all are listening, or stops them all and throws. */
+  /**
+   * Starts every shard; resolves once all have been ready (one that dies after its handshake is
+   * restarted at once), or throws the first failure, having killed them all. A stop meanwhile
+   * drains them instead (and start() throws).
+   */
   async start(): Promise<void> {
-    const shards = this.slots.map((_, index) => this.spawn(index, this.generation));
-    shards.forEach((shard, index) => {
-      this.slots[index] = shard;
-    });
-    const results = await Promise.allSettled(shards.map((shard) => shard.ready));
-    const failure = results.find((result) => result.status === "rejected");
-    if (failure) {
-      this.stopping = true;
-      for (const shard of shards) shard.kill();
-      await Promise.all(shards.map((shard) => shard.exited));
-      throw failure.reason;
+    try {
+      const shards = this.slots.map((_, index) => this.spawn(index, this.generation, true));
+      shards.forEach((shard, index) => {
+        this.slots[index] = shard;
+      });
+      const results = await Promise.allSettled(shards.map((shard) => shard.ready));
+      const failure = results.find((result) => result.status === "rejected");
+      if (failure && !this.stopping) {
+        this.kill();
+        await Promise.all(this.live().map((shard) => shard.exited));
+      }
+      if (failure) throw failure.reason;
+    } finally {
+      this.startFinished();
     }
-    this.serving = true;
   }
 
   private onExit(shard: Shard): void {
-    this.retiring.delete(shard);
-    if (!this.serving || this.stopping || this.slots[shard.index] !== shard) return;
     const { index } = shard;
+    this.retiring.delete(shard);
+    if (this.incoming[index] === shard) this.incoming[index] = undefined; // the reload says why
+    if (this.stopping || this.slots[index] !== shard) return;
+    if (shard.firstStart && shard.readyAt === 0) return; // start() fails with its reason
     this.slots[index] = undefined;
     const wasReady = shard.readyAt > 0;
     if (wasReady && Date.now() - shard.readyAt >= STABLE_AFTER_MS) this.crashes[index] = 0;
     const crashes = ++this.crashes[index];
-    if (!wasReady && crashes >= MAX_START_FAILURES) {
+    const failures = wasReady ? 0 : this.startFailures[index] + 1;
+    this.startFailures[index] = failures;
+    if (this.incoming[index]) {
+      event("exit", `shard ${index} (${shard.label}) ${shard.exitReason}; the reload is replacing it`, {
+        level: "warn",
+        shard: index,
+      });
+      return;
+    }
+    if (failures >= MAX_START_FAILURES) {
       event(
         "exit",
-        `shard ${index} failed to start ${crashes} times in a row (${shard.exitReason}): giving it up`,
+        `shard ${index} failed to start ${failures} times in a row (${shard.exitReason}): giving it up`,
         { level: "error", shard: index },
       );
-      if (
-        this.slots.every((slot) => slot === undefined) &&
-        this.restartTimers.every((t) => t === undefined)
-      ) {
+      if (this.nothingLeft()) {
         this.onGiveUp(`no shard left: shard ${index} kept failing at start-up (${shard.exitReason})`);
       }
       return;
@@ -278,59 +331,88 @@ export class Supervisor {
       level: "warn",
       shard: index,
     });
+    this.restartLater(index, delay);
+  }
+
+  /** No shard serves or starts, and none will come back. */
+  private nothingLeft(): boolean {
+    return (
+      this.slots.every((slot) => slot === undefined) &&
+      this.incoming.every((shard) => shard === undefined) &&
+      this.restartTimers.every((timer) => timer === undefined)
+    );
+  }
+
+  private restartLater(index: number, delay: number): void {
     this.restartTimers[index] = setTimeout(() => {
       this.restartTimers[index] = undefined;
-      if (this.stopping || this.slots[index] !== undefined) return;
-      const next = this.spawn(index, this.generation);
+      // A reload that took the slot meanwhile fills it.
+      if (this.stopping || this.slots[index] !== undefined || this.incoming[index]) return;
+      const next = this.spawn(index, this.generations[index]);
       this.slots[index] = next;
       this.restarts[index]++;
       next.ready.then(
-        () => event("restart", `shard ${index} restarted as ${next.label}`, { shard: index }),
-        (error: Error) => log.warn(error.message),
+        () => {
+          this.startFailures[index] = 0;
+          event("restart", `shard ${index} restarted as ${next.label}`, { shard: index });
+        },
+        (error: Error) => next.retired || log.warn(error.message),
       );
     }, delay);
   }
 
   /**
-   * Replaces every shard, one at a time: the new one must be listening before the old one
-   * drains, so N shards are always ready. A reload asked for during a reload runs after it.
+   * A rolling reload (what SIGHUP and the control socket's `reload` do): replaces every shard, one
+   * at a time; the new one must be listening before the old one drains, so N shards are always
+   * ready. It waits for the start and for a running reload to finish; asked for again while it
+   * waits, it is the same reload (several coalesce into one). Never rejects.
    */
-  reload(): Promise<void> {
-    if (this.reloadQueued) return this.reloadChain;
-    this.reloadQueued = true;
-    this.reloadChain = this.reloadChain.then(() => {
-      this.reloadQueued = false;
-      return this.rollingReload();
+  reload(): Promise<ReloadResult> {
+    if (this.queuedReload) return this.queuedReload;
+    const queued = this.reloadChain.then(() => {
+      this.queuedReload = undefined;
+      return this.rollingReload().catch(
+        (error: Error): ReloadResult => ({ error: `reload failed: ${error?.message ?? error}` }),
+      );
     });
-    return this.reloadChain;
+    this.queuedReload = queued;
+    this.reloadChain = queued;
+    return queued;
   }
 
-  private async rollingReload(): Promise<void> {
-    if (this.stopping) return;
+  private async rollingReload(): Promise<ReloadResult> {
+    const stopped = { error: "the launcher is stopping" };
     const generation = this.generation + 1;
     const total = this.slots.length;
     const started = Date.now();
     event("reload", `reload started: replacing ${total} shards one by one (generation ${generation})`);
     for (let index = 0; index < total; index++) {
-      if (this.stopping) return;
-      const next = this.spawn(index, generation);
-      try {
-        await next.ready;
-      } catch (error) {
-        next.kill();
-        event(
-          "reload",
-          `reload stopped at ${index + 1}/${total}: ${(error as Error).message}; the running shards keep serving`,
-          { level: "error", shard: index },
-        );
-        return;
-      }
-      if (this.stopping) return next.drain();
-      const old = this.slots[index];
+      if (this.stopping) return stopped;
+      // The slot is this reload's now: no crash restart goes into it.
       clearTimeout(this.restartTimers[index]);
       this.restartTimers[index] = undefined;
+      let next: Shard | undefined;
+      try {
+        next = this.spawn(index, generation);
+        this.incoming[index] = next;
+        await next.ready;
+      } catch (error) {
+        if (this.stopping) return stopped;
+        this.incoming[index] = undefined;
+        next?.kill();
+        const message = `reload stopped at ${index + 1}/${total}: ${(error as Error).message}; the running shards keep serving`;
+        event("reload", message, { level: "error", shard: index });
+        // The slot's shard died while this one started: restart it as after a crash.
+        if (!this.slots[index]) this.restartLater(index, RESTART_DELAY_MS);
+        return { error: message };
+      }
+      this.incoming[index] = undefined;
+      if (this.stopping) return stopped; // stop() drained it with the rest
+      const old = this.slots[index];
       this.slots[index] = next;
+      this.generations[index] = generation;
       this.crashes[index] = 0;
+      this.startFailures[index] = 0;
       if (old) this.retire(old);
       event("reload", `reload ${index + 1}/${total}: shard ${index} ${old?.label ?? "-"} -> ${next.label}`, {
         shard: index,
@@ -342,6 +424,7 @@ export class Supervisor {
       "reload",
       `reload done: ${total} shards replaced in ${Date.now() - started} ms (generation ${generation})`,
     );
+    return { generation };
   }
 
   /** Shards ready to serve now. */
@@ -369,27 +452,43 @@ export class Supervisor {
 
   /** Drains a replaced shard; kills it if it outlives its drain timeout by far. */
   private retire(shard: Shard): void {
+    shard.retired = true;
     this.retiring.add(shard);
     shard.drain();
     const backstop = setTimeout(() => shard.kill(), this.config.drainTimeoutMs + 5000);
     shard.exited.then(() => clearTimeout(backstop));
   }
 
-  /** Drains every shard; resolves when all have exited. */
-  async stop(): Promise<void> {
-    this.stopping = true;
-    for (const timer of this.restartTimers) clearTimeout(timer);
-    const all = [...this.slots.filter((shard) => shard !== undefined), ...this.retiring];
-    for (const shard of all) shard.drain();
-    // Each shard cuts its own connections at the drain timeout; this is only the backstop.
-    const backstop = setTimeout(() => this.kill(), this.config.drainTimeoutMs + 5000);
-    await Promise.all(all.map((shard) => shard.exited));
-    clearTimeout(backstop);
+  /** Every shard that has not exited: serving, starting, a reload's new one, or retiring. */
+  live(): Shard[] {
+    const all = new Set([...this.slots, ...this.incoming, ...this.retiring]);
+    return [...all].filter((shard): shard is Shard => shard !== undefined && shard.state !== "exited");
   }
 
-  /** Kills every shard at once (a second Ctrl-C). */
+  /**
+   * Drains every shard, those still starting included; resolves when all have exited: true if
+   * they all exited by themselves, false if the backstop (drain timeout + 5 s) had to kill one.
+   */
+  async stop(): Promise<boolean> {
+    this.stopping = true;
+    for (const timer of this.restartTimers) clearTimeout(timer);
+    const all = this.live();
+    for (const shard of all) shard.drain();
+    let killed = false;
+    // Each shard cuts its own connections at the drain timeout; this is only the backstop.
+    const backstop = setTimeout(() => {
+      killed = all.some((shard) => shard.state !== "exited");
+      this.kill();
+    }, this.config.drainTimeoutMs + 5000);
+    await Promise.all(all.map((shard) => shard.exited));
+    clearTimeout(backstop);
+    return !killed;
+  }
+
+  /** Kills every shard at once (a late second Ctrl-C, a failed start). */
   kill(): void {
     this.stopping = true;
-    for (const shard of [...this.slots, ...this.retiring]) shard?.kill();
+    for (const timer of this.restartTimers) clearTimeout(timer);
+    for (const shard of this.live()) shard.kill();
   }
 }

@@ -1,0 +1,80 @@
+/**
+ * What the launcher does on each signal, in one place. Caught from the launcher's first moment
+ * (src/main.ts, before the logger, the config and the supervisor load), so that no signal meets
+ * the runtime's default (death by SIGHUP) while the launcher starts.
+ *
+ * - SIGHUP: a rolling reload. One that comes while the shards start waits for the start to finish;
+ *   several waiting ones make one reload (Supervisor.reload()). Ignored once stopping.
+ * - SIGINT, SIGTERM: stop (drain every shard, exit 0). One that comes before any shard exists ends
+ *   the launcher at once, exit 0. A repeat within SAME_STOP_MS of the first is the same stop: a
+ *   package runner (`bun run`, `deno task`) forwards the signal that its process group also got.
+ *   SIGTERM never escalates.
+ * - SIGINT SAME_STOP_MS or more after the first stop signal (a second Ctrl-C): kill every shard
+ *   at once, exit 130.
+ *
+ * The control socket's `stop` counts as a SIGTERM, its `reload` as a SIGHUP.
+ * This module imports nothing: it must load fast.
+ * @module
+ */
+
+/** A second stop signal this soon after the first is the same stop. */
+export const SAME_STOP_MS = 1000;
+
+/** What the launcher does for each signal, once it can. */
+export interface SignalActions {
+  reload(): void;
+  /** Drains and exits; called once. */
+  stop(): void;
+  /** Kills every shard and exits 130. */
+  force(): void;
+}
+
+type Caught = "SIGHUP" | "SIGINT" | "SIGTERM";
+const CAUGHT: Caught[] = ["SIGHUP", "SIGINT", "SIGTERM"];
+
+export class LauncherSignals {
+  private actions?: SignalActions;
+  private reloadAsked = false;
+  /** When the first stop signal came (0: none yet). */
+  private stopAt = 0;
+  private readonly listeners = new Map<Caught, () => void>();
+
+  constructor() {
+    for (const signal of CAUGHT) {
+      const listener = () => this.receive(signal);
+      this.listeners.set(signal, listener);
+      process.on(signal, listener);
+    }
+  }
+
+  /** From now on signals act; a reload asked for before now runs (after the start). */
+  handle(actions: SignalActions): void {
+    this.actions = actions;
+    if (this.reloadAsked) actions.reload();
+  }
+
+  /** Gives the signals back to the runtime (a command that serves nothing: status, reload, stop). */
+  release(): void {
+    for (const [signal, listener] of this.listeners) process.off(signal, listener);
+  }
+
+  get stopping(): boolean {
+    return this.stopAt > 0;
+  }
+
+  receive(signal: Caught): void {
+    if (signal === "SIGHUP") {
+      if (this.stopping) return;
+      if (this.actions) this.actions.reload();
+      else this.reloadAsked = true;
+      return;
+    }
+    if (!this.stopping) {
+      this.stopAt = Date.now();
+      if (this.actions) this.actions.stop();
+      else process.exit(0); // no shard exists yet: nothing to drain
+      return;
+    }
+    if (signal === "SIGINT" && Date.now() - this.stopAt >= SAME_STOP_MS) this.actions?.force();
+  }
+}

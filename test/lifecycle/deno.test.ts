@@ -1,0 +1,4 @@
+import { RUNTIMES } from "../helpers.ts";
+import { lifecycleSuite } from "../lifecycle.ts";
+
+lifecycleSuite(RUNTIMES.deno);
