@@ -193,7 +193,8 @@ export function lifecycleSuite(rt: RuntimeUnderTest): void {
         await wait(2);
       }
       // And once the shards are starting (they take a second to load).
-      assert.ok(await eventually(() => childrenOf(launcher).length > 0, 10_000, 5));
+      const starting = await eventually(() => childrenOf(launcher).length > 0, 10_000, 5);
+      assert.ok(starting, `no shard started:\n${proc.output()}`);
       process.kill(launcher, "SIGHUP");
       await proc.waitFor(/listening on /);
       rmSync(delay);

@@ -52,10 +52,10 @@ share one port with SO_REUSEPORT; the Linux kernel spreads connections between t
 
   bun run start -- [options] [app]     deno task start [options] [app]     node dist/node.js [options] [app]
 
-reload: SIGHUP to the launcher on host:port (a rolling restart that loads the app anew);
-stop: SIGTERM to it (drain and exit); status: a table of its shards; top: that table live,
-with requests/s, shares, latency and recent events (q quits). They find it through its pid file
-and control socket.
+reload: a rolling restart of the launcher on host:port that loads the app anew (as SIGHUP does),
+answered once done; stop: drain and exit (as SIGTERM does), answered once it has exited;
+status: a table of its shards; top: that table live, with requests/s, shares, latency and
+recent events (q quits). They talk to it over its control socket.
 
 Options (flags beat environment variables):
   --shards N           shards to start, 1-${MAX_SHARDS} (env SHARDS; default: CPUs this process may use)
@@ -78,8 +78,9 @@ Options (flags beat environment variables):
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
   -h, --help           print this and exit 0
 
-Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start);
-2 bad command line or app module.`;
+Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start,
+another launcher on host:port), or a stop had to kill a stuck shard; 2 bad command line or app
+module; 130 a second Ctrl-C, 1 s or more after the first.`;
 
 /** `--watch`: the app module's folder; `--watch=a,b`: those paths, each of which must exist. */
 function watchPaths(on: boolean, list: string | undefined, app: string): string[] {
