@@ -220,7 +220,6 @@ export function shardSuite(rt: RuntimeUnderTest): void {
     });
 
     test("bad input: one line naming the problem, exit 2, nothing started", async () => {
-      const port = String(freshPort());
       const cases: [string[], RegExp, Record<string, string>?][] = [
         [["--shards", "0"], /--shards must be an integer from 1 to 1024, got '0'/],
         [["--shards", "-1"], /--shards must be an integer from 1 to 1024, got '-1'/],
@@ -250,9 +249,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         [["--ready-timeout", "0"], /--ready-timeout must be an integer from 1 to 3600000, got '0'/],
         [["--ready-timeout", "1.5"], /--ready-timeout must be an integer from 1 to 3600000, got '1.5'/],
       ];
+      // Each case its own port: two cases that get as far as the control socket must not meet there.
+      const ports = cases.map(() => String(freshPort()));
       await Promise.all(
-        cases.map(async ([args, message, env]) => {
-          const proc = run(rt, ["--port", port, ...args], env);
+        cases.map(async ([args, message, env], i) => {
+          const proc = run(rt, ["--port", ports[i], ...args], env);
           const code = await proc.exited;
           const lines = shardportLines(proc.output());
           assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
@@ -260,7 +261,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
           assert.match(lines[0], message);
         }),
       );
-      assert.ok(await portIsFree(Number(port)), "no shard started");
+      for (const port of ports) assert.ok(await portIsFree(Number(port)), "no shard started");
     });
 
     test("`reload` and `stop` commands reach the launcher through its control socket", async () => {
