@@ -28,9 +28,18 @@ function exit(code: number, message?: string): never {
   process.exit(code);
 }
 
-/** Exits after an event that ends the service (a structured line). */
-function fail(code: number, message: string): never {
+/**
+ * Exits after an event that ends the service (a structured line). The logger may still be
+ * loading (it loads while the shards start): its lines are written before the exit.
+ */
+async function fail(code: number, message: string): Promise<never> {
   log.error(message);
+  return exitAfterLog(code);
+}
+
+/** Exits once every log line asked for so far is written. */
+async function exitAfterLog(code: number): Promise<never> {
+  await loadLog();
   process.exit(code);
 }
 
@@ -101,7 +110,10 @@ export async function runLauncher(
   try {
     await launch(runtime, config, signals);
   } catch (error) {
-    if (error instanceof LaunchError) exit(error.exitCode, error.message);
+    if (error instanceof LaunchError) {
+      await loadLog(); // the warnings said before the refusal
+      exit(error.exitCode, error.message);
+    }
     throw error;
   }
 }
@@ -147,7 +159,8 @@ export async function launch(
   config: Config,
   signals = new LauncherSignals(),
 ): Promise<Launched> {
-  await loadLog();
+  // pino loads while the shards start: a line logged before then waits for it (src/log.ts).
+  void loadLog();
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
     throw new LaunchError(
@@ -175,7 +188,7 @@ export async function launch(
     );
   }
 
-  const supervisor = new Supervisor(runtime, config, (reason) => fail(EXIT.failed, reason));
+  const supervisor = new Supervisor(runtime, config, (reason) => void fail(EXIT.failed, reason));
   if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
   // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
   const reload = async (): Promise<ReloadResult> => {
@@ -208,11 +221,11 @@ export async function launch(
     })());
   signals.handle({
     reload: () => void reload(),
-    stop: async () => process.exit((await stop()) ? EXIT.ok : EXIT.failed),
+    stop: async () => exitAfterLog((await stop()) ? EXIT.ok : EXIT.failed),
     force: () => {
       log.warn("SIGINT again: killing every shard now");
       supervisor.kill();
-      process.exit(EXIT.forced);
+      void exitAfterLog(EXIT.forced);
     },
   });
   const header = () => ({
@@ -253,8 +266,6 @@ export async function launch(
     );
   }
 
-  if (process.platform === "linux") warnUnlessMigrating(runtime);
-
   // A stop during the start drains the shards and exits the process by itself.
   const stopping = () => new Promise<never>(() => {});
   try {
@@ -270,6 +281,8 @@ export async function launch(
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
   if (signals.stopping) return stopping();
+  // Only now: on Deno each /proc read runs a program, and the shards should not wait for it.
+  if (process.platform === "linux") warnUnlessMigrating(runtime);
   let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {
     const { dashboardHandler, serveDashboard } = await import("./dashboard.ts");
