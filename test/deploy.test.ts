@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
 import { type Host, migrateWarning } from "../src/launcher/migrate-warning.ts";
-import { ENV, freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run } from "./helpers.ts";
+import { freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run } from "./helpers.ts";
 
 after(killLeftovers);
 
@@ -442,7 +442,6 @@ describe("container awareness", () => {
 // The sandbox helper scripts must at least parse where the tests above skip.
 test("test/sandbox scripts parse", () => {
   execFileSync("bash", ["-n", join(ROOT, "test", "sandbox", "run.sh")]);
-  execFileSync("/usr/bin/python3", ["-m", "py_compile", join(ROOT, "test", "sandbox", "filter.py")], {
-    env: { ...ENV, PYTHONPYCACHEPREFIX: join(tmpdir(), "shardport-pycache") },
-  });
+  const filter = join(ROOT, "test", "sandbox", "filter.py");
+  execFileSync("/usr/bin/python3", ["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", filter]);
 });
