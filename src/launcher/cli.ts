@@ -3,7 +3,7 @@
  * and handle signals. Loaded only where no shard runs (src/main.ts decides).
  * @module
  */
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
@@ -11,6 +11,7 @@ import type { Runtime } from "../types.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
 import { LauncherLiveError, queryLauncher, serveControl, writePidFile } from "./control.ts";
 import { event, recentEvents } from "./events.ts";
+import { migrateWarning } from "./migrate-warning.ts";
 import { Monitor } from "./monitor.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { LauncherSignals } from "./signals.ts";
@@ -282,7 +283,10 @@ export async function launch(
   }
   if (signals.stopping) return stopping();
   // Only now: on Deno each /proc read runs a program, and the shards should not wait for it.
-  if (process.platform === "linux") warnUnlessMigrating(runtime);
+  if (process.platform === "linux") {
+    const warning = migrateWarning({ readText: readProcFile(runtime), exists: existsSync, env: process.env });
+    if (warning) log.warn(warning);
+  }
   let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {
     const { dashboardHandler, serveDashboard } = await import("./dashboard.ts");
@@ -402,27 +406,6 @@ export async function start(
     argv.push(`--app=${options.app instanceof URL ? fileURLToPath(options.app) : options.app}`);
   }
   return launch(runtime, parseConfig(argv, process.env, defaultApp, readProcFile(runtime)));
-}
-
-/**
- * Closing a shard's listener resets the connections in its accept queue unless the kernel
- * migrates them to a sibling (net.ipv4.tcp_migrate_req, Linux 5.14+): reloads depend on it.
- */
-function warnUnlessMigrating(runtime: Runtime): void {
-  const path = "/proc/sys/net/ipv4/tcp_migrate_req";
-  let value: string | undefined;
-  try {
-    value = readProcFile(runtime)(path).trim();
-  } catch {}
-  if (value === "0") {
-    log.warn(
-      "net.ipv4.tcp_migrate_req is 0: a reload or crash can reset connections queued on the closing shard; enable it with `sysctl -w net.ipv4.tcp_migrate_req=1`",
-    );
-  } else if (value === undefined || value === "") {
-    log.warn(
-      "this kernel has no net.ipv4.tcp_migrate_req (Linux < 5.14): a reload can reset queued connections",
-    );
-  }
 }
 
 /** What the control socket answers to `status`. */
