@@ -34,8 +34,11 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       // Signals first, before anything else of the launcher loads (see launcher/signals.ts).
       const { LauncherSignals } = await import("./launcher/signals.ts");
       const signals = new LauncherSignals();
+      // Then the first shard, while the rest of the launcher loads (see launcher/early.ts).
+      const { startEarly } = await import("./launcher/early.ts");
+      const early = await startEarly(runtime, defaultApp, process.argv.slice(2));
       const { runLauncher } = await import("./launcher/cli.ts");
-      await runLauncher(runtime, defaultApp, signals);
+      await runLauncher(runtime, defaultApp, signals, early);
     }
   } catch (error) {
     say.error(`unexpected: ${(error as Error)?.stack ?? error}`);

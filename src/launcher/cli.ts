@@ -10,6 +10,7 @@ import { loadLog, log, say } from "../log.ts";
 import type { Runtime } from "../types.ts";
 import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
 import { LauncherLiveError, queryLauncher, serveControl, writePidFile } from "./control.ts";
+import type { EarlyShard } from "./early.ts";
 import { event, recentEvents } from "./events.ts";
 import { migrateWarning } from "./migrate-warning.ts";
 import { Monitor } from "./monitor.ts";
@@ -87,6 +88,7 @@ export async function runLauncher(
   runtime: Runtime,
   defaultApp: string,
   signals = new LauncherSignals(),
+  early?: EarlyShard,
 ): Promise<void> {
   let config: Config;
   try {
@@ -109,7 +111,7 @@ export async function runLauncher(
     return command(config);
   }
   try {
-    await launch(runtime, config, signals);
+    await launch(runtime, config, signals, early);
   } catch (error) {
     if (error instanceof LaunchError) {
       await loadLog(); // the warnings said before the refusal
@@ -159,9 +161,8 @@ export async function launch(
   runtime: Runtime,
   config: Config,
   signals = new LauncherSignals(),
+  early?: EarlyShard,
 ): Promise<Launched> {
-  // pino loads while the shards start: a line logged before then waits for it (src/log.ts).
-  void loadLog();
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
     throw new LaunchError(
@@ -190,6 +191,7 @@ export async function launch(
   }
 
   const supervisor = new Supervisor(runtime, config, (reason) => void fail(EXIT.failed, reason));
+  supervisor.early = early;
   if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
   // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
   const reload = async (): Promise<ReloadResult> => {
@@ -270,7 +272,10 @@ export async function launch(
   // A stop during the start drains the shards and exits the process by itself.
   const stopping = () => new Promise<never>(() => {});
   try {
-    await supervisor.start();
+    const starting = supervisor.start(); // spawns every shard at once
+    // pino loads while the shards start: a line logged before then waits for it (src/log.ts).
+    void loadLog();
+    await starting;
   } catch (error) {
     if (signals.stopping) return stopping();
     if (!(error instanceof ShardStartError)) throw error;

@@ -1,26 +1,10 @@
-/**
- * The launcher's side of the shards: start N and wait for each handshake, restart one that dies,
- * replace them all one by one on reload, drain them all on stop. Runtime-neutral: the runtime
- * adapter only says how to spawn a shard.
- *
- * Every shard that exists is in one place: `slots` (serving, or starting as a restart or in the
- * first start), `incoming` (a reload's new shard, until it takes its slot) or `retiring`
- * (replaced, draining). stop() and kill() reach all three.
- * @module
- */
-import { pathToFileURL } from "node:url";
 import { log } from "../log.ts";
-import {
-  isShardMessage,
-  type LauncherMessage,
-  SHARD_ENV,
-  type ShardSpec,
-  type ShardStats,
-} from "../protocol.ts";
+import { isShardMessage, type LauncherMessage, type ShardStats } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
+import type { EarlyShard } from "./early.ts";
 import { event } from "./events.ts";
-import { ThreadShard } from "./threads.ts";
+import { shardSpec, spawnShard } from "./spawn.ts";
 
 /** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
 export class ShardStartError extends Error {
@@ -214,6 +198,8 @@ export class Supervisor {
   reloads = 0;
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
+  /** Shard 0 of the first start, when it was started before the launcher had loaded. */
+  early?: EarlyShard;
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
   /** The last generation that every slot reached. */
   private generation = 0;
@@ -246,29 +232,14 @@ export class Supervisor {
   }
 
   private spawn(index: number, generation: number, firstStart = false): Shard {
-    const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls } = this.config;
-    const metrics = metricsPort !== undefined;
-    const appUrl = pathToFileURL(app).href;
-    const spec: ShardSpec = {
-      index,
-      generation,
-      host,
-      port,
-      app,
-      appUrl,
-      http,
-      drainTimeoutMs,
-      metrics,
-      accessLog,
-      tls,
-    };
-    const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
-    const child: ShardHandle =
-      this.config.mode === "threads"
-        ? (this.runtime.spawnThread?.(spec) ?? new ThreadShard(this.runtime.entry, env))
-        : this.runtime.spawnShard(env, { host, port, app, tls });
+    // The first start's shard 0 may be running already (src/launcher/early.ts).
+    const early = firstStart && index === 0 ? this.early : undefined;
+    this.early = undefined;
+    const child =
+      early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
     this.onSpawn?.(child);
     const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs);
+    early?.replay();
     shard.exited.then(() => this.onExit(shard));
     return shard;
   }

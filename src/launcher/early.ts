@@ -1,0 +1,77 @@
+/**
+ * Cold start: the launcher's first shard starts before the rest of the launcher has loaded (the
+ * logger, the control socket, the supervisor), so that the first answer comes about one runtime
+ * start after the command, not two plus the launcher's own loading. Only where nothing could go
+ * wrong by it: a `serve` command whose flags parse, whose app module is a file, without TLS (its
+ * files are checked first), on a runtime that shares ports, and only while nothing at all listens
+ * on the port, so that the launcher's own checks (another launcher, a foreign listener) still
+ * come before any shard of ours joins a group. Otherwise the launcher starts every shard itself.
+ * @module
+ */
+import { statSync } from "node:fs";
+import { createServer } from "node:net";
+import type { Runtime, ShardHandle } from "../types.ts";
+import { parseConfig } from "./config.ts";
+import { shardSpec, spawnShard } from "./spawn.ts";
+
+/** A shard started early, with what it said before the supervisor listened. */
+export interface EarlyShard {
+  handle: ShardHandle;
+  /** Emits again what the handle emitted before its listeners were attached, then stops recording. */
+  replay(): void;
+}
+
+const RECORDED = ["message", "exit", "close", "error"] as const;
+
+/**
+ * True when a plain listener (no SO_REUSEPORT) can bind host:port for a moment: then no socket
+ * listens there, on this address or on an overlapping one (0.0.0.0, ::), whoever owns it. Asked
+ * of the kernel by bind(), not read from /proc/net/tcp, which lists every connection (TIME_WAIT
+ * included) and takes milliseconds on a busy machine.
+ */
+function nothingListens(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once("error", () => resolve(false));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
+/** Starts shard 0 of generation 0 now, if it is safe to (see above); else undefined. */
+export async function startEarly(
+  runtime: Runtime,
+  defaultApp: string,
+  argv: string[],
+): Promise<EarlyShard | undefined> {
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    // The shard count is not needed for shard 0: no cgroup reads (a program each on Deno).
+    config = parseConfig(argv, process.env, defaultApp, () => {
+      throw new Error("not now");
+    });
+  } catch {
+    return undefined; // the launcher says what is wrong
+  }
+  if (config.command !== "serve" || config.help || config.tls || runtime.reusePortGap) return undefined;
+  if (runtime.refusesHttp?.[config.http] || process.platform !== "linux") return undefined;
+  try {
+    if (!statSync(config.app).isFile()) return undefined;
+  } catch {
+    return undefined;
+  }
+  if (!(await nothingListens(config.host, config.port))) return undefined;
+  const handle = spawnShard(runtime, config, shardSpec(config, 0, 0));
+  const recorded: [string, unknown[]][] = [];
+  const recorders = RECORDED.map((name) => {
+    const recorder = (...args: unknown[]) => recorded.push([name, args]);
+    handle.on(name, recorder);
+    return [name, recorder] as const;
+  });
+  return {
+    handle,
+    replay() {
+      for (const [name, recorder] of recorders) handle.off(name, recorder);
+      for (const [name, args] of recorded) handle.emit(name, ...args);
+    },
+  };
+}

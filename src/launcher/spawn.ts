@@ -1,0 +1,36 @@
+/**
+ * How one shard is started: its spec (what it is told), and the process or thread that runs it.
+ * Used by the supervisor for every shard, and by src/launcher/early.ts for the first one.
+ * @module
+ */
+import { pathToFileURL } from "node:url";
+import { SHARD_ENV, type ShardSpec } from "../protocol.ts";
+import type { Runtime, ShardHandle } from "../types.ts";
+import type { Config } from "./config.ts";
+import { ThreadShard } from "./threads.ts";
+
+export function shardSpec(config: Config, index: number, generation: number): ShardSpec {
+  const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls } = config;
+  return {
+    index,
+    generation,
+    host,
+    port,
+    app,
+    appUrl: pathToFileURL(app).href,
+    http,
+    drainTimeoutMs,
+    metrics: metricsPort !== undefined,
+    accessLog,
+    tls,
+  };
+}
+
+/** Starts the shard of `spec`: a child process, or a thread in threads mode. */
+export function spawnShard(runtime: Runtime, config: Config, spec: ShardSpec): ShardHandle {
+  const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
+  const { host, port, app, tls } = config;
+  return config.mode === "threads"
+    ? (runtime.spawnThread?.(spec) ?? new ThreadShard(runtime.entry, env))
+    : runtime.spawnShard(env, { host, port, app, tls });
+}
