@@ -46,7 +46,9 @@ export type ShardMessage =
   | { type: "failed"; stage: "load" | "listen"; code?: string; message: string };
 
 /** Launcher → shard. */
-export type LauncherMessage = { type: "drain" } | { type: "stats"; id: number };
+export type LauncherMessage =
+  /** `listenerStopped`: the launcher has already stopped the shard's listening socket (Deno). */
+  { type: "drain"; listenerStopped?: boolean } | { type: "stats"; id: number };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
   const type = (value as { type?: unknown } | null)?.type;
