@@ -18,9 +18,12 @@ const CODES: Record<string, string> = {
 /**
  * After the launcher has stopped the listening socket, how long the shard still reads the
  * connections it had accepted before Deno.serve's shutdown() closes those that sent nothing: a
- * client sends its request right after the handshake, so this covers a one-way trip.
+ * client sends its request right after the handshake, so this covers a one-way trip. Waited in
+ * steps: the drain loads the logger meanwhile, which can hold the event loop for a few hundred
+ * ms (seen in threads mode), and every step after that is one more turn to read them.
  */
 const READ_ACCEPTED_MS = 300;
+const READ_STEP_MS = 25;
 
 export async function listenDeno(options: ListenOptions): Promise<Listener> {
   if (options.http === "node") {
@@ -53,7 +56,8 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
   await listened;
   return {
     close: async (listenerStopped) => {
-      if (listenerStopped) await new Promise((resolve) => setTimeout(resolve, READ_ACCEPTED_MS));
+      for (let waited = 0; listenerStopped && waited < READ_ACCEPTED_MS; waited += READ_STEP_MS)
+        await new Promise((resolve) => setTimeout(resolve, READ_STEP_MS));
       await server.shutdown();
     },
     // The cut comes after close() has begun, and then Deno has no way to cut a connection
