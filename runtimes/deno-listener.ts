@@ -98,7 +98,9 @@ export function stopChildListener(pid: number, port: number): boolean {
   if (!lib) return false;
   const pidfd = Number(lib.pidfd_open(SYS_PIDFD_OPEN, BigInt(pid), 0n));
   if (pidfd < 0) {
-    warnOnce(`pidfd_open failed (${errno(lib)})`);
+    const why = errno(lib);
+    // ESRCH: the shard has just exited, nothing to stop.
+    if (why !== "ESRCH") warnOnce(`pidfd_open failed (${why})`);
     return false;
   }
   let stopped = 0;
