@@ -45,6 +45,7 @@ const denoLauncher = [
   ...denoRun,
   "--allow-net",
   "--allow-run",
+  "--allow-ffi",
   "--allow-env",
   "--allow-read",
   "--allow-write",

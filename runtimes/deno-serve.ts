@@ -15,6 +15,16 @@ const CODES: Record<string, string> = {
   NotCapable: "EACCES",
 };
 
+/**
+ * After the launcher has stopped the listening socket, how long the shard still reads the
+ * connections it had accepted before Deno.serve's shutdown() closes those that sent nothing: a
+ * client sends its request right after the handshake, so this covers a one-way trip. Waited in
+ * steps: the drain loads the logger meanwhile, which can hold the event loop for a few hundred
+ * ms (seen in threads mode), and every step after that is one more turn to read them.
+ */
+const READ_ACCEPTED_MS = 300;
+const READ_STEP_MS = 25;
+
 export async function listenDeno(options: ListenOptions): Promise<Listener> {
   if (options.http === "node") {
     const { listenNodeHttp } = await import("./node-http.ts");
@@ -38,10 +48,21 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
     const { message, name } = error as Error;
     throw new ListenError(message, CODES[name] ?? "EUNKNOWN");
   }
+  // Once the launcher has stopped the listening socket (shutdown(SHUT_RD), runtimes/
+  // deno-listener.ts), Deno's accept loop fails with EINVAL and `finished` rejects: unhandled,
+  // that would end the shard before its drain. The server serves what it has on. Any other
+  // failure stays unhandled, as before.
+  server.finished.catch((error) => {
+    if (!/\(os error 22\)/.test(String((error as Error)?.message))) throw error;
+  });
   // Ready means listening: only then may the launcher count on this shard (and drain it).
   await listened;
   return {
-    close: () => server.shutdown(),
+    close: async (listenerStopped) => {
+      for (let waited = 0; listenerStopped && waited < READ_ACCEPTED_MS; waited += READ_STEP_MS)
+        await new Promise((resolve) => setTimeout(resolve, READ_STEP_MS));
+      await server.shutdown();
+    },
     // The cut comes after close() has begun, and then Deno has no way to cut a connection
     // (aborting the server's signal throws BadResource inside Deno, an uncaught error): the
     // shard's exit, a moment later, closes them (src/shard.ts).

@@ -11,7 +11,17 @@
  */
 import type { LauncherMessage } from "../src/protocol.ts";
 import { type LauncherChannel, runShard } from "../src/shard/shard.ts";
+import type { Listener, ListenOptions } from "../src/types.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
+
+/**
+ * Thread → launcher: may this thread listen now (`done: false`), it has listened (`done: true`).
+ * The launcher answers `listen-go` (runtimes/deno.ts).
+ */
+export interface ListenTurn {
+  type: "listen-turn";
+  done: boolean;
+}
 
 /** Thread → launcher, besides the shard's own messages: this thread is ending. */
 export interface ThreadExit {
@@ -44,6 +54,20 @@ scope.close = () => {
   close();
 };
 
+let go: () => void = () => {};
+/** Listens once the launcher says so, and tells it when done: it learns which socket is whose. */
+async function listenInTurn(options: ListenOptions): Promise<Listener> {
+  await new Promise<void>((resolve) => {
+    go = resolve;
+    scope.postMessage({ type: "listen-turn", done: false } satisfies ListenTurn);
+  });
+  try {
+    return await listenDeno(options);
+  } finally {
+    scope.postMessage({ type: "listen-turn", done: true } satisfies ListenTurn);
+  }
+}
+
 const listeners: ((message: LauncherMessage) => void)[] = [];
 const channel: LauncherChannel = {
   ownsProcess: false,
@@ -58,8 +82,9 @@ const channel: LauncherChannel = {
 scope.addEventListener("message", (event) => {
   const data = event.data;
   if (data?.type === "spec") {
-    runShard({ name: "deno", listen: listenDeno, memoryUsage: denoMemory }, data.spec, channel);
+    runShard({ name: "deno", listen: listenInTurn, memoryUsage: denoMemory }, data.spec, channel);
     return;
   }
+  if (data?.type === "listen-go") return go();
   for (const listener of listeners) listener(data as LauncherMessage);
 });

@@ -3,7 +3,7 @@
  * permissions they need (never -A). Entry of `deno task start`.
  * @module
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { realpathSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,10 +11,11 @@ import type { Launched, StartOptions } from "../src/launcher/cli.ts";
 import { ThreadHandle } from "../src/launcher/threads.ts";
 import { log } from "../src/log.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
-import { type LauncherMessage, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
+import { type LauncherMessage, SHARD_ENV, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
 import type { Runtime, ShardAccess } from "../src/types.ts";
+import { canStopListeners, ownListeners, stopChildListener, stopOwnListener } from "./deno-listener.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
-import type { ThreadExit } from "./deno-thread.ts";
+import type { ListenTurn, ThreadExit } from "./deno-thread.ts";
 
 // A path where this module is a file (the repository, the npm package); its URL where it is not
 // (imported from JSR), which `deno run` and Worker take as well.
@@ -73,7 +74,25 @@ function threadPermissions(access: ShardAccess) {
   return { ...shardPermissions(access), run: false, write: false, ffi: false, import: "inherit" };
 }
 
+/**
+ * A Deno.serve shard process whose drain first stops its listening socket (runtimes/
+ * deno-listener.ts), so that Deno.serve's shutdown() resets nothing.
+ */
+function stopsListenerOnDrain(child: ChildProcess, spec: ShardSpec): ChildProcess {
+  if (spec.http !== "native" || !canStopListeners()) return child;
+  const send = child.send.bind(child) as (message: LauncherMessage) => boolean;
+  child.send = ((message: LauncherMessage) => {
+    if (message.type !== "drain" || child.pid === undefined) return send(message);
+    return send({ type: "drain", listenerStopped: stopChildListener(child.pid, spec.port) });
+  }) as ChildProcess["send"];
+  return child;
+}
+
 let threads = 0;
+/** Shard threads take turns to listen, so that each listener is known by its thread. */
+let listenTurns: Promise<void> = Promise.resolve();
+/** The listeners known to be a shard thread's (by socket cookie). */
+const threadListeners = new Set<bigint>();
 let narrowThreads: boolean | undefined;
 
 /**
@@ -116,8 +135,12 @@ class DenoThread extends ThreadHandle {
   readonly label = `thread ${++threads}`;
   /** Unset where the Worker could not even be created (the handle then reports exit 1). */
   private readonly worker?: Worker;
+  /** Its listening socket's cookie, once known (Deno.serve, with FFI). */
+  private listener?: bigint;
+  /** Ends this thread's turn to listen. */
+  private listened: () => void = () => {};
 
-  constructor(spec: ShardSpec) {
+  constructor(private readonly spec: ShardSpec) {
     super();
     try {
       this.worker = startWorker(spec);
@@ -133,6 +156,7 @@ class DenoThread extends ThreadHandle {
     worker.addEventListener("message", (event) => {
       const message = event.data as ThreadExit | { type?: string };
       if (message?.type === "thread-exit") return this.exited((message as ThreadExit).code, null);
+      if (message?.type === "listen-turn") return this.takeTurn((message as ListenTurn).done);
       this.emit("message", message);
     });
     // An uncaught error ends the thread (Deno prints it); the launcher carries on.
@@ -145,8 +169,44 @@ class DenoThread extends ThreadHandle {
     worker.postMessage({ type: "spec", spec });
   }
 
-  protected post(message: LauncherMessage): void {
+  /** A turn to listen: the one listener of this port that is no other thread's is its own. */
+  private takeTurn(done: boolean): void {
+    if (done) {
+      const mine = ownListeners(this.spec.port).filter((cookie) => !threadListeners.has(cookie));
+      if (mine.length === 1) {
+        this.listener = mine[0];
+        threadListeners.add(mine[0]);
+      }
+      this.listened();
+      return;
+    }
+    if (this.spec.http !== "native" || !canStopListeners()) {
+      this.post({ type: "listen-go" });
+      return;
+    }
+    listenTurns = listenTurns.then(
+      () =>
+        new Promise<void>((resolve) => {
+          this.listened = resolve;
+          this.once("exit", resolve);
+          this.post({ type: "listen-go" });
+        }),
+    );
+  }
+
+  protected post(message: LauncherMessage | { type: "listen-go" }): void {
+    if (message.type === "drain" && this.listener !== undefined) {
+      const listenerStopped = stopOwnListener(this.spec.port, this.listener);
+      threadListeners.delete(this.listener);
+      this.listener = undefined;
+      message = { type: "drain", listenerStopped };
+    }
     this.worker?.postMessage(message);
+  }
+
+  protected override exited(code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.listener !== undefined) threadListeners.delete(this.listener);
+    super.exited(code, signal);
   }
 
   /** A Worker says nothing when terminated: the handle reports the end itself. */
@@ -161,10 +221,13 @@ export const deno: Runtime = {
   entry,
   version: Deno.version.deno,
   spawnShard: (env, access) =>
-    spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), entry], {
-      stdio: SHARD_STDIO,
-      env,
-    }),
+    stopsListenerOnDrain(
+      spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), entry], {
+        stdio: SHARD_STDIO,
+        env,
+      }),
+      JSON.parse(env[SHARD_ENV] ?? "{}"),
+    ),
   listen: listenDeno,
   spawnThread: (spec) => new DenoThread(spec),
   memoryUsage: denoMemory,

@@ -5,7 +5,7 @@
  */
 
 import { Hono } from "hono";
-import { health } from "./shard/health.ts";
+import { healthRoutes } from "./shard/health.ts";
 import { currentPid, currentShard, runtimeName } from "./shard/info.ts";
 
 const shard = currentShard()?.index ?? 0;
@@ -13,7 +13,7 @@ const runtime = runtimeName();
 const pid = currentPid();
 
 const app = new Hono();
-app.use(health()); // GET /livez and /readyz, for the probes in deploy/
+healthRoutes(app); // GET /livez and /readyz, for the probes in deploy/
 app.get("/", (c) => c.text(`Hello from PID ${pid} (shard ${shard}, ${runtime})\n`));
 
 export default app;

@@ -68,7 +68,8 @@ export type TicketKeysRequest = { type: "ticket-keys?" };
 
 /** Launcher → shard. `keys`: 48 bytes of session-ticket keys, base64. */
 export type LauncherMessage =
-  | { type: "drain" }
+  /** `listenerStopped`: the launcher has already stopped the shard's listening socket (Deno). */
+  | { type: "drain"; listenerStopped?: boolean }
   /** `latency`: someone watches latency (`top`); the shard times its requests for a while. */
   | { type: "stats"; id: number; latency?: boolean }
   | { type: "ticket-keys"; keys: string };

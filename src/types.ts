@@ -43,9 +43,10 @@ export interface ListenTls {
 export interface Listener {
   /**
    * Stops accepting, lets in-flight requests finish, closes idle keep-alive connections.
-   * Resolves once no connection is left.
+   * Resolves once no connection is left. `listenerStopped`: the launcher has already stopped
+   * the listening socket (runtimes/deno-listener.ts), so what was accepted can be read first.
    */
-  close(): Promise<void>;
+  close(listenerStopped?: boolean): Promise<void>;
   /**
    * Cuts every connection still open (the drain timeout ran out), where the runtime can; the
    * shard exits a second later in any case, which closes what is left.

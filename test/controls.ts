@@ -28,8 +28,6 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
     skip: noNetns ? `no private network namespace: ${noNetns}` : false,
   }, () => {
     after(killLeftovers);
-    // Deno.serve's own drain resets a few queued connections (see the fault suite); node:http does not.
-    const lossless = rt.lossyNativeDrain ? ["--http", "node"] : [];
 
     test("--watch: an edit is served within 3 s, a broken edit leaves the old code serving, the fix is served; 0 failed", async () => {
       const folder = join(TMP, `${rt.name}-watch`);
@@ -41,15 +39,7 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
         "../../../src/",
       );
       writeFileSync(module, source);
-      const app = await start(rt, [
-        "--shards",
-        "2",
-        "--port",
-        String(freshPort()),
-        "--watch",
-        ...lossless,
-        module,
-      ]);
+      const app = await start(rt, ["--shards", "2", "--port", String(freshPort()), "--watch", module]);
       assert.match(app.output(), /watching .*-watch for changes/);
       const traffic = load(app.url, { concurrency: 4 });
       const serves = async (text: RegExp) =>

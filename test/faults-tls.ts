@@ -33,7 +33,7 @@ export function tlsRotationSuite(rt: RuntimeUnderTest): void {
 
     // Deno's native server resets a few connections when it drains (see the reload tests):
     // its zero-loss drain is node:http's.
-    const extra = rt.lossyNativeDrain ? ["--http", "node"] : [];
+    const extra: string[] = [];
     test(`new files + SIGHUP under HTTPS load (${extra.join(" ") || "native"}): 0 failed, every new TLS connection after it gets the new certificate; bad files refuse the reload`, async () => {
       const cert = join(certs.dir, "served.pem");
       const key = join(certs.dir, "served.key");

@@ -105,7 +105,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
     }
 
     test("threads mode: reloads under load lose nothing; a dying thread is restarted; SIGTERM drains", async () => {
-      const extra = ["--mode", "threads", ...(rt.lossyNativeDrain ? ["--http", "node"] : [])];
+      const extra = ["--mode", "threads"];
       const stats = await reloadUnderLoad(extra);
       assert.equal(stats.failed, 0, `failed requests: ${stats.errors.join("; ")}`);
 
@@ -129,22 +129,10 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    if (rt.lossyNativeDrain) {
-      test("reload under load with --http node: 5 SIGHUP reloads, 0 failed, only new pids after", async () => {
-        const stats = await reloadUnderLoad(["--http", "node"]);
-        assert.equal(stats.failed, 0, `failed requests: ${stats.errors.join("; ")}`);
-      });
-      test("reload under load with the native server: the reset connections stay few (measured)", async () => {
-        const stats = await reloadUnderLoad([]);
-        // Deno.serve's shutdown() closes connections it accepted but has not read yet.
-        assert.ok(stats.failed <= 3 * 20, `at most 3 resets per replaced shard: ${stats.failed}`);
-      });
-    } else {
-      test("reload under load: 5 SIGHUP reloads, 0 failed, 0 non-2xx, only new pids after", async () => {
-        const stats = await reloadUnderLoad([]);
-        assert.equal(stats.failed, 0, `failed requests: ${stats.errors.join("; ")}`);
-      });
-    }
+    test("reload under load: 5 SIGHUP reloads, 0 failed, 0 non-2xx, only new pids after", async () => {
+      const stats = await reloadUnderLoad([]);
+      assert.equal(stats.failed, 0, `failed requests: ${stats.errors.join("; ")}`);
+    });
 
     test("bad deploy: a module that throws at import is refused, the old shards keep serving", async () => {
       const port = freshPort();

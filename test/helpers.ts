@@ -24,8 +24,6 @@ export interface RuntimeUnderTest {
   command: (args: string[]) => string[];
   /** Set for the old Node that falls back to node:cluster. */
   fallback?: boolean;
-  /** Set where the native server resets a few connections when it drains under load (Deno). */
-  lossyNativeDrain?: boolean;
   /** Where the command runs; the repository by default. */
   cwd?: string;
 }
@@ -35,7 +33,6 @@ export const RUNTIMES: Record<string, RuntimeUnderTest> = {
   deno: {
     name: "deno",
     runtime: "deno",
-    lossyNativeDrain: true,
     command: (args) => ["deno", "task", "start", ...args],
   },
   node: { name: "node", runtime: "node", command: (args) => ["node", "dist/node.js", ...args] },

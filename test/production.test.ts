@@ -19,7 +19,7 @@ import { Hono } from "hono";
 import { parseAllDocuments } from "yaml";
 import { pidFilePath, runtimeDir } from "../src/launcher/control.ts";
 import type { ShardSpec } from "../src/protocol.ts";
-import { health, isDraining, markDraining } from "../src/shard/health.ts";
+import { health, healthRoutes, isDraining, markDraining } from "../src/shard/health.ts";
 import { setCurrentShard } from "../src/shard/info.ts";
 import {
   ENV,
@@ -172,6 +172,12 @@ describe("health middleware", () => {
     markDraining();
     assert.equal((await app.request("/readyz")).status, 503);
     assert.equal((await app.request("/livez")).status, 200);
+    // The same as routes of the app (HEAD too), on a shard that is draining by now.
+    const routed = healthRoutes(new Hono()).get("/", (c) => c.text("app"));
+    assert.equal((await routed.request("/livez")).status, 200);
+    assert.equal((await routed.request("/livez", { method: "HEAD" })).status, 200);
+    assert.equal((await routed.request("/readyz")).status, 503);
+    assert.equal(await (await routed.request("/")).text(), "app");
   });
 });
 

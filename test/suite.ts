@@ -119,7 +119,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
 
     test("drain with keep-alive clients: idle connections close at once, a response in flight closes its connection", async () => {
       const modes = rt.fallback ? [[]] : [[], ["--mode", "threads"]];
-      const https = rt.lossyNativeDrain ? [[], ["--http", "node"]] : [[]];
+      const https = [[], ["--http", "node"]].slice(0, rt.runtime === "deno" ? 2 : 1);
       for (const mode of modes) {
         for (const server of https) {
           const extra = [...mode, ...server];
@@ -148,7 +148,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
     if (!rt.fallback) {
       test("/readyz answers 503 from a shard that is really draining (a request it had begun to read)", async () => {
         // Deno.serve drops a connection whose request it has not read when it shuts down.
-        const http = rt.lossyNativeDrain ? ["--http", "node"] : [];
+        const http = rt.runtime === "deno" ? ["--http", "node"] : [];
         for (const mode of [
           ["--mode", "process"],
           ["--mode", "threads"],

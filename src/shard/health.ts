@@ -1,10 +1,11 @@
 /**
- * Health routes for probes, as Hono middleware the app mounts: `app.use(health())`.
+ * Health routes for probes: `healthRoutes(app)` adds them to a Hono app as two routes, or
+ * `app.use(health())` as middleware.
  * Liveness always answers 200 while the shard runs; readiness answers 503 once the shard
  * drains, so a load balancer stops sending it new work before it exits.
  * @module
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 
 // On globalThis, so the app's copy of this module and the shard's (bundled in dist/node.js)
 // see one flag; every shard thread has its own globalThis.
@@ -37,4 +38,24 @@ export function health({
     if (c.req.path === readiness) return isDraining() ? c.text("draining\n", 503) : c.text("ready\n");
     return next();
   };
+}
+
+/** What `healthRoutes` needs of the app: Hono's `get`. */
+interface Routes {
+  get(path: string, handler: (c: Context) => Response): unknown;
+}
+
+/**
+ * The same answers as two routes of the app (HEAD included, as Hono answers HEAD with GET's
+ * route). Cheaper than the middleware: the app's other requests run no extra handler, so Hono
+ * keeps its one-handler path (the middleware measured about 1 µs per request on Node, some 5 %
+ * of a keep-alive request's CPU). Middleware the app registers before this applies to them.
+ */
+export function healthRoutes<App extends Routes>(
+  app: App,
+  { liveness = "/livez", readiness = "/readyz" }: HealthOptions = {},
+): App {
+  app.get(liveness, (c) => c.text("live\n"));
+  app.get(readiness, (c) => (isDraining() ? c.text("draining\n", 503) : c.text("ready\n")));
+  return app;
 }

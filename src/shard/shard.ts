@@ -53,7 +53,7 @@ export async function runShard(
 
   let listener: Listener | undefined;
   let draining = false;
-  const drain = async () => {
+  const drain = async (listenerStopped = false) => {
     if (draining) return;
     draining = true;
     markDraining();
@@ -70,19 +70,19 @@ export async function runShard(
       // Whatever the server still waits for after the cut, the shard exits a moment later.
       setTimeout(cutDone, 1000);
     }, spec.drainTimeoutMs);
-    await Promise.race([listener.close(), cutAndGone]);
+    await Promise.race([listener.close(listenerStopped), cutAndGone]);
     clearTimeout(cut);
     await logReady;
     channel.exit(0);
   };
-  if (channel.ownsProcess) process.on("SIGTERM", drain);
+  if (channel.ownsProcess) process.on("SIGTERM", () => drain());
   let stats: Awaited<ReturnType<typeof instrument>> | undefined;
   let gotTicketKeys: (keys: string) => void = () => {};
   const ticketKeys = new Promise<string>((resolve) => {
     gotTicketKeys = resolve;
   });
   channel.onMessage(async (message) => {
-    if (message?.type === "drain") drain();
+    if (message?.type === "drain") drain(message.listenerStopped === true);
     if (message?.type === "ticket-keys") gotTicketKeys(message.keys);
     if (message?.type === "stats" && stats)
       send({
@@ -93,7 +93,7 @@ export async function runShard(
       });
   });
   // The launcher is gone (even SIGKILLed): its end of the IPC channel closed. No orphans.
-  channel.onGone(drain);
+  channel.onGone(() => drain());
 
   const app = await importApp(spec.appUrl, spec.app, runtime).catch((error) => fail("load", error));
   stats = await instrument(app.fetch, spec, runtime.memoryUsage ?? (() => process.memoryUsage()));

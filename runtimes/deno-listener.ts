@@ -1,0 +1,152 @@
+/**
+ * Launcher side, Deno.serve shards only: stops a shard's listening socket before its drain, with
+ * `shutdown(fd, SHUT_RD)`. Deno.serve's own `shutdown()` closes the connections it accepted but
+ * has not read a request from yet (denoland/deno#31959): under load, a few requests of every
+ * drained shard are reset. Once the socket stops listening, the kernel moves its accept queue to
+ * a sibling of the reuseport group (with `net.ipv4.tcp_migrate_req=1`) and the shard, a moment
+ * later, reads what it had accepted before it closes.
+ *
+ * Deno has no call for that, so the launcher makes it through FFI (libc): for a shard process it
+ * takes a copy of the child's socket with `pidfd_getfd` (Linux ≥ 5.6, a parent may); for a shard
+ * thread the socket is in this very process. The shards themselves get no FFI permission. Where
+ * FFI is not allowed or the kernel refuses, the drain is Deno.serve's own, and this says so once.
+ * @module
+ */
+import { log } from "../src/log.ts";
+
+const SOL_SOCKET = 1;
+const SO_ACCEPTCONN = 30;
+const SO_COOKIE = 57;
+const SHUT_RD = 0;
+const AF_INET = 2;
+const AF_INET6 = 10;
+// The same numbers on every Linux architecture (added after the syscall tables were unified).
+const SYS_PIDFD_OPEN = 434n;
+const SYS_PIDFD_GETFD = 438n;
+/** A shard's listener is opened once its app has loaded: far below this. */
+const MAX_FD = 1024;
+
+const SYMBOLS = {
+  pidfd_open: { name: "syscall", parameters: ["i64", "i64", "i64"], result: "i64" },
+  pidfd_getfd: { name: "syscall", parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let libc: Libc | null | undefined;
+let warned = false;
+
+function warnOnce(why: string): void {
+  if (warned) return;
+  warned = true;
+  log.warn(
+    `Deno.serve shards drain with Deno's own shutdown(), which resets a few connections under load: ${why}. --http node drains without loss.`,
+  );
+}
+
+/** libc through FFI, or null (and a warning) where this launcher may not or cannot. */
+function openLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  libc = null;
+  if (Deno.build.os !== "linux") warnOnce(`stopping a listener first needs Linux, not ${Deno.build.os}`);
+  else if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted")
+    warnOnce("the launcher has no --allow-ffi to stop a listener first (deno task start gives it)");
+  else
+    try {
+      libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+    } catch (error) {
+      warnOnce(`libc.so.6 could not be opened (${(error as Error).message})`);
+    }
+  return libc;
+}
+
+function errno(lib: Libc): string {
+  const pointer = lib.__errno_location();
+  const code = pointer ? new Deno.UnsafePointerView(pointer).getInt32() : 0;
+  return ({ 1: "EPERM", 3: "ESRCH", 38: "ENOSYS" } as Record<number, string>)[code] ?? `errno ${code}`;
+}
+
+function intOption(lib: Libc, fd: number, option: number): bigint | undefined {
+  const value = new BigUint64Array(1);
+  const length = new Uint32Array([8]);
+  const ok = lib.getsockopt(fd, SOL_SOCKET, option, value, length) === 0;
+  if (!ok) return undefined;
+  return length[0] === 4 ? BigInt(new Uint32Array(value.buffer)[0]) : value[0];
+}
+
+/** Whether `fd` is a TCP socket listening on `port`. */
+function listensOn(lib: Libc, fd: number, port: number): boolean {
+  if (intOption(lib, fd, SO_ACCEPTCONN) !== 1n) return false;
+  const address = new Uint8Array(128);
+  const length = new Uint32Array([address.length]);
+  if (lib.getsockname(fd, address, length) !== 0) return false;
+  const view = new DataView(address.buffer);
+  const family = view.getUint16(0, true);
+  return (family === AF_INET || family === AF_INET6) && view.getUint16(2) === port;
+}
+
+/**
+ * Stops the listener(s) on `port` of shard process `pid`. True if one was stopped: the shard
+ * may then drain without loss.
+ */
+export function stopChildListener(pid: number, port: number): boolean {
+  const lib = openLibc();
+  if (!lib) return false;
+  const pidfd = Number(lib.pidfd_open(SYS_PIDFD_OPEN, BigInt(pid), 0n));
+  if (pidfd < 0) {
+    const why = errno(lib);
+    // ESRCH: the shard has just exited, nothing to stop.
+    if (why !== "ESRCH") warnOnce(`pidfd_open failed (${why})`);
+    return false;
+  }
+  let stopped = 0;
+  let refused = "";
+  for (let fd = 0; fd < MAX_FD; fd++) {
+    const copy = Number(lib.pidfd_getfd(SYS_PIDFD_GETFD, BigInt(pidfd), BigInt(fd), 0n));
+    if (copy < 0) {
+      const why = errno(lib);
+      // EBADF: no such fd in the child. EPERM (a container's seccomp, Yama): nothing will do.
+      if (why === "EPERM" || why === "ENOSYS") {
+        refused = why;
+        break;
+      }
+      continue;
+    }
+    if (listensOn(lib, copy, port) && lib.shutdown(copy, SHUT_RD) === 0) stopped++;
+    lib.close(copy);
+  }
+  lib.close(pidfd);
+  if (refused) warnOnce(`pidfd_getfd failed (${refused})`);
+  return stopped > 0;
+}
+
+/** The cookies (unique ids, never reused) of this process's own listeners on `port`. */
+export function ownListeners(port: number): bigint[] {
+  const lib = openLibc();
+  if (!lib) return [];
+  const cookies: bigint[] = [];
+  for (let fd = 0; fd < MAX_FD; fd++) {
+    if (!listensOn(lib, fd, port)) continue;
+    const cookie = intOption(lib, fd, SO_COOKIE);
+    if (cookie !== undefined) cookies.push(cookie);
+  }
+  return cookies;
+}
+
+/** Stops this process's own listener (a shard thread's) with that cookie. */
+export function stopOwnListener(port: number, cookie: bigint): boolean {
+  const lib = openLibc();
+  if (!lib) return false;
+  for (let fd = 0; fd < MAX_FD; fd++) {
+    if (listensOn(lib, fd, port) && intOption(lib, fd, SO_COOKIE) === cookie)
+      return lib.shutdown(fd, SHUT_RD) === 0;
+  }
+  return false;
+}
+
+/** Whether this launcher can stop listeners at all (asked before the first one, to warn early). */
+export const canStopListeners = (): boolean => openLibc() !== null;
