@@ -284,6 +284,33 @@ export function lifecycleSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
+    test("a crash of a slot the running reload has already replaced restarts the new generation", async () => {
+      const delay = flag("delay-generation");
+      const port = freshPort();
+      const app = await start(
+        rt,
+        ["--shards", "2", "--port", String(port), APP],
+        env({ DELAY_FILE: delay, DELAY_SHARD: "1", DELAY_MS: "4000" }),
+      );
+      writeFileSync(delay, ""); // shard 1 of the reload takes 4 s: the reload is still running
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload 1\/2: /);
+      process.kill(await shardPid(port, 0), "SIGKILL");
+      await app.waitFor(/shard 0 restarted as/);
+      assert.doesNotMatch(app.output(), /reload done/, "the reload was still running");
+      let answer = "";
+      const fromShard0 = async () => {
+        answer = (await get(app.url)).body;
+        return /shard 0,/.test(answer);
+      };
+      assert.ok(await eventually(fromShard0, 5000));
+      assert.match(answer, /generation 1/);
+      await app.waitFor(/reload done: 2 shards replaced in \d+ ms \(generation 1\)/);
+      rmSync(delay);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
     test("no shard left but a reload's shard about to be ready: the launcher serves on", async () => {
       const [fail, delay] = [flag("fail-incoming"), flag("delay-incoming")];
       const port = freshPort();
