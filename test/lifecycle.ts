@@ -66,9 +66,23 @@ function catchesSighup(pid: number): boolean {
   }
 }
 
-/** The launcher's pid under `run()`: the command itself, or the runner's child (bun run, deno task). */
+/** The command line of process `pid` ("" once it is gone). */
+const commandLine = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+  } catch {
+    return "";
+  }
+};
+
+/**
+ * The launcher's pid under `run()`: the command itself, or the runner's child (bun run, deno
+ * task), once that child runs the entry (not a runner's passing helper).
+ */
 const launcherOf = (rt: RuntimeUnderTest, child: ChildProcess): number | undefined =>
-  rt.name === "node" ? child.pid : childrenOf(child.pid ?? 0)[0];
+  (rt.name === "node" ? [child.pid ?? 0] : childrenOf(child.pid ?? 0)).find((pid) =>
+    /runtimes\/\w+\.ts|dist\/node\.js/.test(commandLine(pid)),
+  );
 
 export function lifecycleSuite(rt: RuntimeUnderTest): void {
   describe(`lifecycle on ${rt.name}`, () => {
