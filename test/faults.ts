@@ -345,7 +345,7 @@ export function faultSuite(rt: RuntimeUnderTest): void {
       await stuckIsCut(["--mode", "threads"]);
     });
 
-    test("drain: a stuck handler is cut at --drain-timeout; a second SIGINT stops at once", async () => {
+    test("drain: a stuck handler is cut at --drain-timeout; a SIGINT a second after the first stops at once", async () => {
       await stuckIsCut([]);
 
       const again = await start(rt, [

@@ -247,7 +247,7 @@ export class Supervisor {
   /**
    * Starts every shard; resolves once all have been ready (one that dies after its handshake is
    * restarted at once), or throws the first failure, having killed them all. A stop meanwhile
-   * drains them instead (and start() throws).
+   * drains them instead of killing them: requests that ready ones accepted complete.
    */
   async start(): Promise<void> {
     try {
