@@ -1,13 +1,14 @@
 #!/bin/sh
-':' //; case "$npm_config_user_agent" in bun/*) command -v bun >/dev/null && exec bun "$0" "$@" ;; esac; exec node "$0" "$@"
+':' //; case "$npm_config_user_agent|$npm_execpath" in bun/*|*/bun|*/bunx|*/bun.exe|*/bunx.exe) command -v bun >/dev/null && exec bun "$0" "$@" ;; esac; exec node "$0" "$@"
 /**
  * The package's `shardport` command: runs the launcher on the runtime that executes it.
  *
  * Line 2 is for the shell and a comment for JavaScript. npx runs this file through `/bin/sh`, which
  * starts Node on it; bunx would start Node for a `#!/usr/bin/env node` file, so the shell starts Bun
- * where Bun's package runner (bunx, bun run) asked for it (its `npm_config_user_agent` begins with
- * `bun/`). `deno run npm:shardport` loads this file as JavaScript, skipping both lines. `exec` keeps
- * one process: signals reach the launcher itself.
+ * where Bun's package runner (bunx, bun run) asked for it: its `npm_config_user_agent` begins with
+ * `bun/`, or, where an npm script above it set that variable first, `npm_execpath` is Bun itself.
+ * `deno run npm:shardport` loads this file as JavaScript, skipping both lines. `exec` keeps one
+ * process: signals reach the launcher itself.
  *
  * Each runtime then runs its own bundled entry (dist/), built by `npm run build` before packing.
  */

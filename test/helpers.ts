@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
+import { constants } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { tcpListeners } from "../src/launcher/port-holder.ts";
@@ -122,9 +123,7 @@ export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, st
     child.on("close", (code, signal) => {
       running.delete(child);
       closed = true; // before the waiters wake, so that they see the exit at once
-      resolve(
-        code ?? 128 + (signal ? (({ SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0) : 0),
-      );
+      resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0));
       for (const wake of waiters) wake();
     });
   });
