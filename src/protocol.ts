@@ -69,8 +69,11 @@ export type TicketKeysRequest = { type: "ticket-keys?" };
 /** Launcher → shard. `keys`: 48 bytes of session-ticket keys, base64. */
 export type LauncherMessage =
   | { type: "drain" }
-  /** `latency`: someone watches latency (`top`); the shard times its requests for a while. */
-  | { type: "stats"; id: number; latency?: boolean }
+  /**
+   * `latency`: someone watches latency (`top`); the shard times its requests for a while.
+   * `brief`: only the request count and memory (what recycling checks each second).
+   */
+  | { type: "stats"; id: number; latency?: boolean; brief?: boolean }
   | { type: "ticket-keys"; keys: string };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
