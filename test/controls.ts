@@ -119,20 +119,18 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
         .map((cells) => [Number(cells[0]), cells[3]]);
     };
     const allReady = (n: number) => Array.from({ length: n }, (_, index) => [index, "ready"]);
+    /** 2 shards of `app` (the fault app) on `port`, with `flags`, losslessly drained. */
+    const launch = (
+      flags: string[],
+      {
+        port = freshPort(),
+        app = FAULT_APP,
+        env = {},
+      }: { port?: number; app?: string; env?: Record<string, string> } = {},
+    ) => start(rt, ["--shards", "2", "--port", String(port), ...flags, ...lossless, app], env);
 
     test("--max-requests with --max-requests-jitter: each shard is replaced past its own limit, one at a time, the new one ready first; 0 failed", async () => {
-      const app = await start(rt, [
-        "--shards",
-        "2",
-        "--port",
-        String(freshPort()),
-        "--max-requests",
-        "300",
-        "--max-requests-jitter",
-        "100",
-        ...lossless,
-        FAULT_APP,
-      ]);
+      const app = await launch(["--max-requests", "300", "--max-requests-jitter", "100"]);
       const traffic = load(app.url, { concurrency: 4 });
       await app.waitFor(/(recycled: [\s\S]*){4}/, 60_000);
       noneFailed(await traffic.stop(), `${rt.name} --max-requests`);
@@ -162,16 +160,7 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
     });
 
     test("--max-memory: a shard whose RSS stays above the limit is replaced and the log gives its RSS; 0 failed", async () => {
-      const app = await start(rt, [
-        "--shards",
-        "2",
-        "--port",
-        String(freshPort()),
-        "--max-memory",
-        "300",
-        ...lossless,
-        FAULT_APP,
-      ]);
+      const app = await launch(["--max-memory", "300"]);
       const traffic = load(app.url, { concurrency: 4 });
       const grown = await get(`${app.url}/grow?mb=350`, 30_000);
       const pid = Number(/grew (\d+)/.exec(grown.body)?.[1]);
@@ -196,20 +185,10 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
       const flag = join(TMP, `${rt.name}-recycle-broken`);
       mkdirSync(TMP, { recursive: true });
       rmSync(flag, { force: true });
-      const app = await start(
-        rt,
-        [
-          "--shards",
-          "2",
-          "--port",
-          String(freshPort()),
-          "--max-requests",
-          "100",
-          ...lossless,
-          join(FIXTURES, "fails-when-flagged.ts"),
-        ],
-        { FLAG_FILE: flag },
-      );
+      const app = await launch(["--max-requests", "100"], {
+        app: join(FIXTURES, "fails-when-flagged.ts"),
+        env: { FLAG_FILE: flag },
+      });
       writeFileSync(flag, "");
       const traffic = load(app.url, { concurrency: 4 });
       await app.waitFor(
@@ -227,16 +206,7 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
     test("scale 2 -> 4 -> 1, a reload keeps 1, SIGTTIN adds one, SIGTTOU removes one; status and metrics follow; 0 failed", async () => {
       const port = freshPort();
       const metricsPort = freshPort();
-      const app = await start(rt, [
-        "--shards",
-        "2",
-        "--port",
-        String(port),
-        "--metrics-port",
-        String(metricsPort),
-        ...lossless,
-        FAULT_APP,
-      ]);
+      const app = await launch(["--metrics-port", String(metricsPort)], { port });
       const metric = async (name: string) =>
         Number(
           new RegExp(`^${name} (\\d+)$`, "m").exec(
