@@ -70,8 +70,11 @@ export type TicketKeysRequest = { type: "ticket-keys?" };
 export type LauncherMessage =
   /** `listenerStopped`: the launcher has already stopped the shard's listening socket (Deno). */
   | { type: "drain"; listenerStopped?: boolean }
-  /** `latency`: someone watches latency (`top`); the shard times its requests for a while. */
-  | { type: "stats"; id: number; latency?: boolean }
+  /**
+   * `latency`: someone watches latency (`top`); the shard times its requests for a while.
+   * `brief`: only the request count and memory (what recycling checks each second).
+   */
+  | { type: "stats"; id: number; latency?: boolean; brief?: boolean }
   | { type: "ticket-keys"; keys: string };
 
 export function isShardMessage(value: unknown): value is ShardMessage {

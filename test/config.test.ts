@@ -108,6 +108,35 @@ describe("configuration", () => {
   });
 });
 
+describe("recycling and scaling", () => {
+  const parse = (argv: string[]) => parseConfig(argv, {}, "/app.ts", () => "");
+  test("--max-memory, --max-requests and its jitter: off by default, integers in range", () => {
+    const off = parse([]);
+    assert.deepEqual([off.maxMemoryMb, off.maxRequests, off.maxRequestsJitter], [undefined, undefined, 0]);
+    const on = parse(["--max-memory", "512", "--max-requests=1000", "--max-requests-jitter", "50"]);
+    assert.deepEqual([on.maxMemoryMb, on.maxRequests, on.maxRequestsJitter], [512, 1000, 50]);
+    assert.throws(() => parse(["--max-requests", "-5"]), /--max-requests must be an integer from 1/);
+    assert.throws(() => parse(["--max-requests-jitter", "5"]), /--max-requests-jitter needs --max-requests/);
+    assert.throws(
+      () => parse(["--mode", "threads", "--max-memory", "64"]),
+      /--max-memory needs --mode process/,
+    );
+  });
+  test("scale N: 1 to 1024, with the launcher's --host and --port", () => {
+    const config = parse(["scale", "16", "--port", "9000"]);
+    assert.deepEqual([config.command, config.scaleTo, config.port], ["scale", 16, 9000]);
+    assert.equal(parse(["scale", "1024"]).scaleTo, 1024);
+    for (const bad of ["0", "1025", "-2", "two", "1.5"]) {
+      assert.throws(
+        () => parse(["scale", bad]),
+        new RegExp(`scale must be an integer from 1 to 1024, got '${bad}'`),
+      );
+    }
+    assert.throws(() => parse(["scale"]), /scale needs a shard count/);
+    assert.throws(() => parse(["scale", "2", "app.ts"]), /scale takes no app module/);
+  });
+});
+
 describe("TLS flags", () => {
   const parse = (argv: string[], env: Record<string, string> = {}) =>
     parseConfig(argv, env, "/app.ts", () => "");

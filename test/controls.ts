@@ -1,7 +1,8 @@
 /**
  * The everyday controls PM2 users look for, each through the same lossless path as a reload:
- * --watch (and later recycling and scaling). Runs inside the fault suite's private network
- * namespace (tcp_migrate_req=1), under fresh-connection load, counting every failed request.
+ * --watch, recycling (--max-requests, --max-memory), scaling (`scale N`, SIGTTIN, SIGTTOU), and a
+ * stop that `timeout` delivers twice. Runs inside the fault suite's private network namespace
+ * (tcp_migrate_req=1), under fresh-connection load, counting every failed request.
  * @module
  */
 import assert from "node:assert/strict";
@@ -9,19 +10,35 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
+  childrenOf,
   eventually,
   FIXTURES,
   freshPort,
   get,
+  isAlive,
   killLeftovers,
+  type LoadStats,
   load,
   type RuntimeUnderTest,
+  run,
   start,
 } from "./helpers.ts";
 
 // A sibling of fixtures/ (same depth), so that a fixture copied here still finds ../../src.
 const TMP = join(FIXTURES, "..", ".tmp");
+const FAULT_APP = join(FIXTURES, "fault-app.ts");
 const noNetns = process.env.SHARDPORT_NO_NETNS;
+
+/** Not one request of the load failed or got an error status. */
+function noneFailed(stats: LoadStats, what: string): void {
+  console.log(`${what}: ${stats.ok} ok, ${stats.failed} failed`);
+  assert.equal(stats.failed, 0, stats.errors.join("; "));
+  assert.equal(stats.non2xx, 0);
+  assert.ok(stats.ok > 100, "the load ran");
+}
+
+/** Every match of `pattern` (global) in `text`. */
+const all = (text: string, pattern: RegExp) => [...text.matchAll(pattern)];
 
 export function controlsSuite(rt: RuntimeUnderTest): void {
   describe(`controls on ${rt.name}`, {
@@ -75,5 +92,185 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
       rmSync(folder, { recursive: true, force: true });
     });
+
+    /** `shardport <args>` against a running launcher; its exit code and output. */
+    const cli = async (args: string[]) => {
+      const proc = run(rt, args);
+      return { code: await proc.exited, output: proc.output() };
+    };
+    /** The `status` command's shard rows, as [index, state]. */
+    const statusRows = async (port: number) => {
+      const { code, output } = await cli(["status", "--port", String(port)]);
+      assert.equal(code, 0, output);
+      return output
+        .split("\n")
+        .filter((line) => /^\d+\s/.test(line))
+        .map((line) => line.split(/\s+/))
+        .map((cells) => [Number(cells[0]), cells[3]]);
+    };
+    const allReady = (n: number) => Array.from({ length: n }, (_, index) => [index, "ready"]);
+    /** 2 shards of `app` (the fault app) on `port`, with `flags`. */
+    const launch = (
+      flags: string[],
+      {
+        port = freshPort(),
+        app = FAULT_APP,
+        env = {},
+      }: { port?: number; app?: string; env?: Record<string, string> } = {},
+    ) => start(rt, ["--shards", "2", "--port", String(port), ...flags, app], env);
+
+    test("--max-requests with --max-requests-jitter: each shard is replaced past its own limit, one at a time, the new one ready first; 0 failed", async () => {
+      const app = await launch(["--max-requests", "300", "--max-requests-jitter", "100"]);
+      const traffic = load(app.url, { concurrency: 4 });
+      await app.waitFor(/(recycled: [\s\S]*){4}/, 60_000);
+      noneFailed(await traffic.stop(), `${rt.name} --max-requests`);
+      const output = app.output();
+      const asked = all(
+        output,
+        /served (\d+) requests \(limit (\d+) = --max-requests 300 \+ jitter (\d+)\): replacing it/g,
+      );
+      assert.ok(asked.length >= 4, output);
+      for (const [, served, limit, jitter] of asked) {
+        assert.ok(Number(jitter) >= 0 && Number(jitter) <= 100, `jitter ${jitter} in 0..100`);
+        assert.equal(Number(limit), 300 + Number(jitter));
+        assert.ok(Number(served) >= Number(limit), `served ${served} >= limit ${limit}`);
+      }
+      // One at a time: each replacement is done before the next one begins.
+      const steps = all(output, /(replacing it|recycled: pid \d+ -> pid \d+)/g).map((match) => match[1]);
+      const kinds = steps.map((step) => (step.startsWith("recycled") ? "done" : "begin"));
+      assert.deepEqual(
+        kinds,
+        kinds.map((_, i) => (i % 2 === 0 ? "begin" : "done")),
+        steps.join(", "),
+      );
+      // A replaced shard drains and exits: the launcher keeps exactly 2.
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 2, 15_000));
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("--max-memory: a shard whose RSS stays above the limit is replaced and the log gives its RSS; 0 failed", async () => {
+      const app = await launch(["--max-memory", "300"]);
+      const traffic = load(app.url, { concurrency: 4 });
+      const grown = await get(`${app.url}/grow?mb=350`, 30_000);
+      const pid = Number(/grew (\d+)/.exec(grown.body)?.[1]);
+      assert.ok(pid > 0, grown.body);
+      const seen = await app.waitFor(
+        new RegExp(
+          `shard \\d \\(pid ${pid}\\) RSS ([\\d.]+) MB stayed above --max-memory 300 MB for 3 checks`,
+        ),
+        30_000,
+      );
+      assert.ok(Number(seen[1]) > 300, `RSS ${seen[1]} MB`);
+      await app.waitFor(new RegExp(`recycled: pid ${pid} -> pid \\d+`), 30_000);
+      assert.ok(await eventually(() => !isAlive(pid), 15_000), "the grown shard drained and exited");
+      noneFailed(await traffic.stop(), `${rt.name} --max-memory`);
+      // Only the grown shard was over the limit.
+      assert.equal(all(app.output(), /stayed above --max-memory/g).length, 1, app.output());
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("recycling: a replacement that fails to start leaves the old shard serving, and the launcher backs off; 0 failed", async () => {
+      const flag = join(TMP, `${rt.name}-recycle-broken`);
+      mkdirSync(TMP, { recursive: true });
+      rmSync(flag, { force: true });
+      const app = await launch(["--max-requests", "100"], {
+        app: join(FIXTURES, "fails-when-flagged.ts"),
+        env: { FLAG_FILE: flag },
+      });
+      writeFileSync(flag, "");
+      const traffic = load(app.url, { concurrency: 4 });
+      await app.waitFor(
+        /recycling shard (\d) failed: .*flagged: this deploy is broken.*keeps serving, next try in 2 s/,
+        30_000,
+      );
+      await app.waitFor(/recycling shard \d failed: .*keeps serving, next try in 4 s/, 30_000);
+      rmSync(flag);
+      await app.waitFor(/recycled: pid \d+ -> pid \d+/, 30_000);
+      noneFailed(await traffic.stop(), `${rt.name} failed recycle`);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    test("scale 2 -> 4 -> 1, a reload keeps 1, SIGTTIN adds one, SIGTTOU removes one; status and metrics follow; 0 failed", async () => {
+      const port = freshPort();
+      const metricsPort = freshPort();
+      const app = await launch(["--metrics-port", String(metricsPort)], { port });
+      const metric = async (name: string) =>
+        Number(
+          new RegExp(`^${name} (\\d+)$`, "m").exec(
+            (await get(`http://127.0.0.1:${metricsPort}/metrics`)).body,
+          )?.[1],
+        );
+      const traffic = load(app.url, { concurrency: 4 });
+      const scale = async (n: number) => {
+        const { code, output } = await cli(["scale", String(n), "--port", String(port)]);
+        assert.equal(code, 0, output);
+        assert.match(
+          output,
+          new RegExp(`scaled http://127\\.0\\.0\\.1:${port} \\(launcher pid \\d+\\): ${n} shards`),
+        );
+      };
+
+      await scale(4);
+      // Answered once the added shards are ready.
+      assert.deepEqual(await statusRows(port), allReady(4));
+      assert.equal(await metric("shardport_shards_configured"), 4);
+      assert.equal(await metric("shardport_shards_ready"), 4);
+      await scale(1);
+      assert.deepEqual(await statusRows(port), allReady(1));
+      assert.equal(await metric("shardport_shards_configured"), 1);
+      // The highest-numbered ones were removed, and drained.
+      assert.match(
+        app.output(),
+        /shard 3 \(pid \d+\) removed, draining[\s\S]*shard 2 [\s\S]*shard 1 \(pid \d+\) removed/,
+      );
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 1, 15_000));
+
+      const reload = await cli(["reload", "--port", String(port)]);
+      assert.equal(reload.code, 0, reload.output);
+      assert.match(app.output(), /reload done: 1 shards replaced/);
+      assert.deepEqual(await statusRows(port), allReady(1));
+
+      process.kill(app.launcherPid, "SIGTTIN");
+      await app.waitFor(/scale done: 1 -> 2 shards/);
+      assert.deepEqual(await statusRows(port), allReady(2));
+      assert.equal(await metric("shardport_shards_configured"), 2);
+      process.kill(app.launcherPid, "SIGTTOU");
+      await app.waitFor(/scale done: 2 -> 1 shards/);
+      assert.deepEqual(await statusRows(port), allReady(1));
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 1, 15_000));
+
+      noneFailed(await traffic.stop(), `${rt.name} scaling`);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
+    for (const signal of ["TERM", "INT"]) {
+      test(`\`timeout -s ${signal}\` signals the command and its whole process group: one stop, the in-flight request completes, exit 0`, async () => {
+        // GNU timeout signals the command, then its own process group (which the launcher and a
+        // package runner are in): the launcher gets the signal twice. SIGALRM makes it time out now.
+        const timed = {
+          ...rt,
+          command: (args: string[]) => [
+            "timeout",
+            "--preserve-status",
+            "-s",
+            signal,
+            "600",
+            ...rt.command(args),
+          ],
+        };
+        const app = await start(timed, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
+        const slow = get(`${app.url}/slow?ms=1500`, 10_000);
+        await app.waitFor(/slow request started/);
+        process.kill(app.child.pid ?? 0, "SIGALRM");
+        assert.equal((await slow).status, 200, "the in-flight request completed");
+        assert.equal(await app.exited, 0, app.output());
+        assert.equal(all(app.output(), /stopping: draining/g).length, 1, app.output());
+        assert.doesNotMatch(app.output(), /killing every shard/);
+      });
+    }
   });
 }

@@ -248,6 +248,14 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         [["--drain-timeout", "10s"], /--drain-timeout must be an integer from 0 to 3600000, got '10s'/],
         [["--ready-timeout", "0"], /--ready-timeout must be an integer from 1 to 3600000, got '0'/],
         [["--ready-timeout", "1.5"], /--ready-timeout must be an integer from 1 to 3600000, got '1.5'/],
+        [["scale", "0"], /scale must be an integer from 1 to 1024, got '0'/],
+        [["scale", "-1"], /scale must be an integer from 1 to 1024, got '-1'/],
+        [["scale", "1025"], /scale must be an integer from 1 to 1024, got '1025'/],
+        [["scale"], /scale needs a shard count, 1-1024/],
+        [["--max-memory", "0"], /--max-memory must be an integer from 1 to 1048576, got '0'/],
+        [["--max-requests", "many"], /--max-requests must be an integer from 1 to 1000000000, got 'many'/],
+        [["--max-requests-jitter", "10"], /--max-requests-jitter needs --max-requests/],
+        [["--mode", "threads", "--max-memory", "100"], /--max-memory needs --mode process/],
       ];
       // Each case its own port: two cases that get as far as the control socket must not meet there.
       const ports = cases.map(() => String(freshPort()));

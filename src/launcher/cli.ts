@@ -8,7 +8,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
 import type { Runtime } from "../types.ts";
-import { type Config, parseConfig, USAGE, UsageError } from "./config.ts";
+import { type Config, MAX_SHARDS, parseConfig, USAGE, UsageError } from "./config.ts";
 import { LauncherLiveError, queryLauncher, serveControl, writePidFile } from "./control.ts";
 import type { EarlyShard } from "./early.ts";
 import { event, recentEvents } from "./events.ts";
@@ -16,7 +16,13 @@ import { migrateWarning } from "./migrate-warning.ts";
 import { Monitor } from "./monitor.ts";
 import { explainAddrInUse } from "./port-holder.ts";
 import { LauncherSignals } from "./signals.ts";
-import { type ReloadResult, ShardStartError, type ShardStatus, Supervisor } from "./supervisor.ts";
+import {
+  type ReloadResult,
+  type ScaleResult,
+  ShardStartError,
+  type ShardStatus,
+  Supervisor,
+} from "./supervisor.ts";
 
 /**
  * Documented exit codes (README, Options). `failed` is also a stop that had to kill a shard that
@@ -64,6 +70,8 @@ function checkAppFile(path: string): void {
 
 /** `--watch`'s watcher, closed at stop. */
 let watching: { close(): Promise<void> } | undefined;
+/** Recycling's checks (--max-memory, --max-requests), stopped at stop. */
+let recycling: { stop(): void } | undefined;
 
 /** Why the launcher cannot serve, with the exit code the CLI gives it. */
 export class LaunchError extends Error {
@@ -122,9 +130,10 @@ export async function runLauncher(
 }
 
 /**
- * `status`, `reload` and `stop`, over the launcher's control socket: an answer proves that the
- * launcher is alive (a pid in a pid file may belong to another process by now). `reload` answers
- * once the reload has finished (exit 1 if it stopped); `stop` once the launcher has exited.
+ * `status`, `reload`, `scale N` and `stop`, over the launcher's control socket: an answer proves
+ * that the launcher is alive (a pid in a pid file may belong to another process by now). `reload`
+ * answers once the reload has finished (exit 1 if it stopped), `scale` once the added shards are
+ * ready, `stop` once the launcher has exited.
  */
 async function command(config: Config): Promise<never> {
   const { host, port } = config;
@@ -140,6 +149,15 @@ async function command(config: Config): Promise<never> {
       if ("error" in answer)
         exit(EXIT.failed, `${urlOf(config)} (launcher pid ${answer.pid}): ${answer.error}`);
       say.out(`reloaded ${urlOf(config)} (launcher pid ${answer.pid}): generation ${answer.generation}`);
+      exit(EXIT.ok);
+    }
+    if (config.command === "scale") {
+      const answer = (await queryLauncher(host, port, `scale ${config.scaleTo}`, {
+        timeoutMs: 0,
+      })) as ScaleResult & { pid: number };
+      if ("error" in answer)
+        exit(EXIT.failed, `${urlOf(config)} (launcher pid ${answer.pid}): ${answer.error}`);
+      say.out(`scaled ${urlOf(config)} (launcher pid ${answer.pid}): ${answer.shards} shards`);
       exit(EXIT.ok);
     }
     const answer = (await queryLauncher(host, port, "stop", { timeoutMs: 0, untilClosed: true })) as {
@@ -213,6 +231,7 @@ export async function launch(
   const stop = () =>
     (stopped ??= (async () => {
       void watching?.close();
+      recycling?.stop();
       event(
         "stop",
         `stopping: draining ${supervisor.live().length} shards (up to ${config.drainTimeoutMs} ms)`,
@@ -230,6 +249,7 @@ export async function launch(
       supervisor.kill();
       void exitAfterLog(EXIT.forced);
     },
+    scaleBy: (delta) => void supervisor.scaleBy(delta, MAX_SHARDS),
   });
   const header = () => ({
     url: urlOf(config),
@@ -255,6 +275,12 @@ export async function launch(
       top,
       pid: async () => pid,
       reload: async () => ({ ...pid, ...(await reload()) }),
+      scale: async ([raw = ""]) => {
+        const count = /^\d+$/.test(raw) ? Number(raw) : 0;
+        if (count < 1 || count > MAX_SHARDS)
+          return { ...pid, error: `scale must be an integer from 1 to ${MAX_SHARDS}, got '${raw}'` };
+        return { ...pid, ...(await supervisor.scale(count)) };
+      },
       stop: async () => {
         signals.receive("SIGTERM");
         return pid;
@@ -291,6 +317,10 @@ export async function launch(
   if (process.platform === "linux") {
     const warning = migrateWarning({ readText: readProcFile(runtime), exists: existsSync, env: process.env });
     if (warning) log.warn(warning);
+  }
+  if (config.maxMemoryMb !== undefined || config.maxRequests !== undefined) {
+    const { Recycler } = await import("./recycle.ts");
+    recycling = new Recycler(supervisor, config).start();
   }
   let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {

@@ -13,7 +13,9 @@ export const MAX_SHARDS = 1024;
 
 export interface Config {
   /** `serve` (the default) starts shards; `reload` and `stop` signal the launcher on host:port. */
-  command: "serve" | "reload" | "stop" | "status" | "top";
+  command: "serve" | "reload" | "stop" | "status" | "top" | "scale";
+  /** `scale N`: the shard count asked for. */
+  scaleTo?: number;
   shards: number;
   port: number;
   host: string;
@@ -37,6 +39,11 @@ export interface Config {
   readyTimeoutMs: number;
   /** Folders or files whose changes cause a rolling reload (`--watch`); empty: off. */
   watch: string[];
+  /** Recycle a shard whose RSS stays above this many MB (`--max-memory`); undefined: off. */
+  maxMemoryMb?: number;
+  /** Recycle a shard after this many requests plus a random 0..maxRequestsJitter; undefined: off. */
+  maxRequests?: number;
+  maxRequestsJitter: number;
   /** PEM certificate (chain) and private key files (absolute paths): the shards serve HTTPS. */
   tls?: { cert: string; key: string };
   help: boolean;
@@ -46,6 +53,7 @@ export class UsageError extends Error {}
 
 export const USAGE = `Usage: shardport [options] [app-module]
        shardport reload|stop|status|top [--host H] [--port N]
+       shardport scale N [--host H] [--port N]
 
 Serves the app module's default export (a Hono app or any { fetch }) from N processes that
 share one port with SO_REUSEPORT; the Linux kernel spreads connections between them.
@@ -55,7 +63,9 @@ share one port with SO_REUSEPORT; the Linux kernel spreads connections between t
 reload: a rolling restart of the launcher on host:port that loads the app anew (as SIGHUP does),
 answered once done; stop: drain and exit (as SIGTERM does), answered once it has exited;
 status: a table of its shards; top: that table live, with requests/s, shares, latency and
-recent events (q quits). They talk to it over its control socket.
+recent events (q quits); scale N: run N shards from now on, 1-${MAX_SHARDS} (as SIGTTIN adds one
+and SIGTTOU removes one), answered once the added shards are ready. They talk to it over its
+control socket.
 
 Options (flags beat environment variables):
   --shards N           shards to start, 1-${MAX_SHARDS} (env SHARDS; default: CPUs this process may use)
@@ -73,6 +83,9 @@ Options (flags beat environment variables):
   --ready-timeout MS   time a new shard has to load and listen (default 10000)
   --watch[=PATHS]      reload when a file under the app's folder (or under PATHS, comma-separated)
                        changes; node_modules, .git and dotfiles are ignored (for development)
+  --max-memory MB      replace a shard whose RSS stays above MB (checked once a second)
+  --max-requests N     replace a shard once it has served N requests (plus the jitter)
+  --max-requests-jitter J  add a random 0..J to each shard's --max-requests (default 0)
   --tls-cert PATH      PEM certificate (with its chain) to serve HTTPS and HTTP/2 (env TLS_CERT)
   --tls-key PATH       PEM private key of that certificate (env TLS_KEY); both or neither
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
@@ -107,6 +120,9 @@ const VALUE_FLAGS = [
   "ready-timeout",
   "tls-cert",
   "tls-key",
+  "max-memory",
+  "max-requests",
+  "max-requests-jitter",
 ];
 
 function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
@@ -165,12 +181,18 @@ export function parseConfig(
         "ready-timeout": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
+        "max-memory": { type: "string" },
+        "max-requests": { type: "string" },
+        "max-requests-jitter": { type: "string" },
         strict: { type: "boolean", default: false },
         watch: { type: "boolean", default: false },
         "watch-paths": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
+  // `scale -1` would otherwise fail as an unknown flag.
+  const negativeScale = argv.find((arg, i) => argv[i - 1] === "scale" && /^-\d/.test(arg));
+  if (negativeScale !== undefined) integer("scale", negativeScale, 1, MAX_SHARDS);
   try {
     parsed = parse(splitWatchPaths(joinNegativeValues(argv)));
   } catch (error) {
@@ -182,7 +204,13 @@ export function parseConfig(
   const { values } = parsed;
   let positionals = parsed.positionals;
   let command: Config["command"] = "serve";
-  if (["reload", "stop", "status", "top"].includes(positionals[0])) {
+  let scaleTo: number | undefined;
+  if (positionals[0] === "scale") {
+    if (positionals[1] === undefined) throw new UsageError(`scale needs a shard count, 1-${MAX_SHARDS}`);
+    scaleTo = integer("scale", positionals[1], 1, MAX_SHARDS);
+    positionals = ["scale", ...positionals.slice(2)];
+  }
+  if (["reload", "stop", "status", "top", "scale"].includes(positionals[0])) {
     command = positionals[0] as Config["command"];
     positionals = positionals.slice(1);
     if (positionals.length > 0) throw new UsageError(`${command} takes no app module, got ${positionals[0]}`);
@@ -230,8 +258,20 @@ export function parseConfig(
       : [keyIn?.name, "--tls-cert (or TLS_CERT)"];
     throw new UsageError(`${given} needs ${missing}: give both files or neither`);
   }
+  const optional = (flag: "max-memory" | "max-requests" | "max-requests-jitter", min: number, max: number) =>
+    values[flag] === undefined ? undefined : integer(`--${flag}`, values[flag], min, max);
+  const maxMemoryMb = optional("max-memory", 1, 1_048_576);
+  if (maxMemoryMb !== undefined && mode === "threads") {
+    throw new UsageError("--max-memory needs --mode process: threads share one process's RSS");
+  }
+  const maxRequests = optional("max-requests", 1, 1_000_000_000);
+  const maxRequestsJitter = optional("max-requests-jitter", 0, 1_000_000_000) ?? 0;
+  if (maxRequestsJitter > 0 && maxRequests === undefined) {
+    throw new UsageError("--max-requests-jitter needs --max-requests");
+  }
   return {
     command,
+    scaleTo,
     shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(readText),
     port: portIn
       ? integer(
@@ -257,6 +297,9 @@ export function parseConfig(
       values["watch-paths"],
       app === undefined ? defaultApp : resolve(app),
     ),
+    maxMemoryMb,
+    maxRequests,
+    maxRequestsJitter,
     tls: certIn && keyIn ? { cert: resolve(certIn.raw), key: resolve(keyIn.raw) } : undefined,
     help: values.help ?? false,
   };

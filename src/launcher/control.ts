@@ -45,7 +45,8 @@ export class LauncherLiveError extends Error {}
 
 /**
  * The launcher's control socket (mode 0600, beside the pid file): a client writes a command line
- * (`status`, `reload`, `stop`, `pid`) and reads one JSON line. After `stop` the connection stays
+ * (`status`, `reload`, `stop`, `pid`, `scale N`: the command's words after the first are its
+ * arguments) and reads one JSON line. After `stop` the connection stays
  * open until the launcher has exited. Throws a LauncherLiveError if another launcher answers on
  * the socket; a stale one (its launcher is gone) is replaced. Returns the function that removes
  * the socket file at exit, if it is still ours.
@@ -53,7 +54,7 @@ export class LauncherLiveError extends Error {}
 export async function serveControl(
   host: string,
   port: number,
-  commands: Record<string, () => Promise<unknown>>,
+  commands: Record<string, (args: string[]) => Promise<unknown>>,
 ): Promise<() => void> {
   const path = socketPath(host, port);
   const server = createServer((socket) => {
@@ -64,9 +65,9 @@ export async function serveControl(
       if (line.includes("\n")) return;
       line += chunk;
       if (!line.includes("\n")) return;
-      const name = line.trim();
-      const command = commands[name];
-      const answer = command ? await command() : { error: `unknown command ${name}` };
+      const [name, ...args] = line.trim().split(/\s+/);
+      const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
+      const answer = command ? await command(args) : { error: `unknown command ${name}` };
       socket.write(`${JSON.stringify(answer)}\n`);
       if (name !== "stop") socket.end();
     });

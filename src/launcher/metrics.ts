@@ -27,10 +27,10 @@ export async function serveMetrics(
   });
   new Gauge({
     name: "shardport_shards_configured",
-    help: "Shards the launcher keeps running (--shards).",
+    help: "Shards the launcher keeps running (--shards, or the last `scale`).",
     registers: [registry],
     collect() {
-      this.set(config.shards);
+      this.set(supervisor.size);
     },
   });
   new Counter({

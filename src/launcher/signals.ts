@@ -11,8 +11,12 @@
  *   SIGTERM never escalates.
  * - SIGINT SAME_STOP_MS or more after the first stop signal (a second Ctrl-C): kill every shard
  *   at once, exit 130.
+ * - SIGTTIN: one shard more; SIGTTOU: one fewer (as in gunicorn and unicorn), each counted from
+ *   the last count asked for. Before the start is done they wait for it; ignored once stopping.
+ *   (Caught, so that they never stop the launcher as their default action would.)
  *
- * The control socket's `stop` counts as a SIGTERM, its `reload` as a SIGHUP.
+ * The control socket's `stop` counts as a SIGTERM, its `reload` as a SIGHUP, its `scale N` sets
+ * the count that SIGTTIN and SIGTTOU change.
  * This module imports nothing: it must load fast.
  * @module
  */
@@ -27,14 +31,18 @@ export interface SignalActions {
   stop(): void;
   /** Kills every shard and exits 130. */
   force(): void;
+  /** One shard more (+1) or fewer (-1). */
+  scaleBy(delta: 1 | -1): void;
 }
 
-type Caught = "SIGHUP" | "SIGINT" | "SIGTERM";
-const CAUGHT: Caught[] = ["SIGHUP", "SIGINT", "SIGTERM"];
+type Caught = "SIGHUP" | "SIGINT" | "SIGTERM" | "SIGTTIN" | "SIGTTOU";
+const CAUGHT: Caught[] = ["SIGHUP", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU"];
 
 export class LauncherSignals {
   private actions?: SignalActions;
   private reloadAsked = false;
+  /** SIGTTIN and SIGTTOU that came before the actions were set, in order. */
+  private readonly scalesAsked: (1 | -1)[] = [];
   /** When the first stop signal came (0: none yet). */
   private stopAt = 0;
   private readonly listeners = new Map<Caught, () => void>();
@@ -51,6 +59,7 @@ export class LauncherSignals {
   handle(actions: SignalActions): void {
     this.actions = actions;
     if (this.reloadAsked) actions.reload();
+    for (const delta of this.scalesAsked.splice(0)) actions.scaleBy(delta);
   }
 
   /** Gives the signals back to the runtime (a command that serves nothing: status, reload, stop). */
@@ -63,6 +72,13 @@ export class LauncherSignals {
   }
 
   receive(signal: Caught): void {
+    if (signal === "SIGTTIN" || signal === "SIGTTOU") {
+      if (this.stopping) return;
+      const delta = signal === "SIGTTIN" ? 1 : -1;
+      if (this.actions) this.actions.scaleBy(delta);
+      else this.scalesAsked.push(delta);
+      return;
+    }
     if (signal === "SIGHUP") {
       if (this.stopping) return;
       if (this.actions) this.actions.reload();

@@ -1,3 +1,17 @@
+/**
+ * The launcher's side of the shards: start N and wait for each handshake, restart one that dies,
+ * replace them all one by one on reload, drain them all on stop. Runtime-neutral: the runtime
+ * adapter only says how to spawn a shard.
+ *
+ * Every shard that exists is in one place: `slots` (serving, or starting as a restart or in the
+ * first start), `incoming` (a reload's or a recycle's new shard, until it takes its slot),
+ * `joining` (a shard `scale` adds, until it is ready and gets a new slot) or `retiring` (replaced
+ * or scaled away, draining). stop() and kill() reach them all.
+ *
+ * What changes the set of shards on purpose (reload, recycle, scale) runs one at a time, in the
+ * order asked, after the start: see exclusive().
+ * @module
+ */
 import { log } from "../log.ts";
 import { isShardMessage, type LauncherMessage, type ShardStats } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
@@ -54,6 +68,22 @@ const describeExit = (code: number | null, signal: string | null) =>
 
 /** How a rolling reload ended: the generation now serving, or why it stopped. */
 export type ReloadResult = { generation: number } | { error: string };
+
+/** How `scale` ended: the shard count now serving, or why it stopped. */
+export type ScaleResult = { shards: number } | { error: string };
+
+/** How a recycle ended: done, skipped (the shard was replaced or stopped meanwhile), or why not. */
+export type RecycleResult = { done: true } | { skipped: true } | { error: string };
+
+/** A shard's request count and memory, as recycling checks them. */
+export interface ShardUsage {
+  index: number;
+  label: string;
+  requests: number;
+  rssBytes: number;
+}
+
+const STOPPED = { error: "the launcher is stopping" };
 
 /** One shard process, from spawn to exit. */
 class Shard {
@@ -152,8 +182,11 @@ class Shard {
     return this.child.label ?? `pid ${this.child.pid}`;
   }
 
-  /** Asks the shard for its numbers; undefined if it does not answer within `timeoutMs`. */
-  stats(timeoutMs = 1000, latency = false): Promise<ShardStats | undefined> {
+  /**
+   * Asks the shard for its numbers; undefined if it does not answer within `timeoutMs`. `brief`:
+   * only requests and memory.
+   */
+  stats(timeoutMs = 1000, latency = false, brief = false): Promise<ShardStats | undefined> {
     if (this.state !== "ready" || !this.child.connected) return Promise.resolve(undefined);
     const id = this.nextStatsId++;
     return new Promise((resolve) => {
@@ -164,7 +197,7 @@ class Shard {
         resolve(stats);
       };
       this.pendingStats.set(id, done);
-      this.child.send({ type: "stats", id, latency });
+      this.child.send({ type: "stats", id, latency, brief });
     });
   }
 
@@ -187,6 +220,8 @@ export class Supervisor {
   /** Per slot: the shard a reload is starting for it, until that one takes the slot. */
   private readonly incoming: (Shard | undefined)[];
   private readonly retiring = new Set<Shard>();
+  /** The shard `scale` is adding, until it is ready and gets the next slot. */
+  private joining?: Shard;
   /** Per slot: the generation its shards run (a restart keeps it). */
   private readonly generations: number[];
   /** Per slot: exits in a row (for the back-off), and start-up failures in a row (to give up). */
@@ -204,10 +239,16 @@ export class Supervisor {
   /** The last generation that every slot reached. */
   private generation = 0;
   private stopping = false;
-  /** Settles when start() has finished, either way; reloads run only after it. */
+  /** Settles when start() has finished, either way, and then when the last queued task has. */
   private reloadChain: Promise<unknown>;
   private startFinished: () => void = () => {};
   private queuedReload?: Promise<ReloadResult>;
+  /** What replace() works for now, as the log says it. */
+  private replacing: "reload" | "recycle" = "reload";
+  /** Reloads, recycles and scalings queued or running. */
+  private pending = 0;
+  /** The shard count the last `scale` asked for (SIGTTIN and SIGTTOU count from it). */
+  private target: number;
 
   private readonly runtime: Runtime;
   private readonly config: Config;
@@ -226,6 +267,7 @@ export class Supervisor {
     this.startFailures = perSlot(0);
     this.restarts = perSlot(0);
     this.restartTimers = perSlot(undefined);
+    this.target = config.shards;
     this.reloadChain = new Promise<void>((resolve) => {
       this.startFinished = resolve;
     });
@@ -280,10 +322,14 @@ export class Supervisor {
     const failures = wasReady ? 0 : this.startFailures[index] + 1;
     this.startFailures[index] = failures;
     if (this.incoming[index]) {
-      event("exit", `shard ${index} (${shard.label}) ${shard.exitReason}; the reload is replacing it`, {
-        level: "warn",
-        shard: index,
-      });
+      event(
+        "exit",
+        `shard ${index} (${shard.label}) ${shard.exitReason}; the ${this.replacing} is replacing it`,
+        {
+          level: "warn",
+          shard: index,
+        },
+      );
       return;
     }
     if (failures >= MAX_START_FAILURES) {
@@ -340,51 +386,47 @@ export class Supervisor {
    */
   reload(): Promise<ReloadResult> {
     if (this.queuedReload) return this.queuedReload;
-    const queued = this.reloadChain.then(() => {
+    const queued = this.exclusive(() => {
       this.queuedReload = undefined;
       return this.rollingReload().catch(
         (error: Error): ReloadResult => ({ error: `reload failed: ${error?.message ?? error}` }),
       );
     });
     this.queuedReload = queued;
-    this.reloadChain = queued;
     return queued;
   }
 
+  /** Runs `task` once the start and every task queued before it have finished. */
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const run = this.reloadChain.then(task).finally(() => this.pending--);
+    this.reloadChain = run.catch(() => {});
+    return run;
+  }
+
+  /** A reload, recycle or scaling runs or waits. */
+  get busy(): boolean {
+    return this.pending > 0;
+  }
+
   private async rollingReload(): Promise<ReloadResult> {
-    const stopped = { error: "the launcher is stopping" };
+    this.replacing = "reload";
     const generation = this.generation + 1;
     const total = this.slots.length;
     const started = Date.now();
     event("reload", `reload started: replacing ${total} shards one by one (generation ${generation})`);
     for (let index = 0; index < total; index++) {
-      if (this.stopping) return stopped;
-      // The slot is this reload's now: no crash restart goes into it.
-      clearTimeout(this.restartTimers[index]);
-      this.restartTimers[index] = undefined;
-      let next: Shard | undefined;
+      if (this.stopping) return STOPPED;
+      let replaced: { old?: Shard; next: Shard };
       try {
-        next = this.spawn(index, generation);
-        this.incoming[index] = next;
-        await next.ready;
+        replaced = await this.replace(index, generation);
       } catch (error) {
-        if (this.stopping) return stopped;
-        this.incoming[index] = undefined;
-        next?.kill();
+        if (this.stopping) return STOPPED;
         const message = `reload stopped at ${index + 1}/${total}: ${(error as Error).message}; the running shards keep serving`;
         event("reload", message, { level: "error", shard: index });
-        // The slot's shard died while this one started: restart it as after a crash.
-        if (!this.slots[index]) this.restartLater(index, RESTART_DELAY_MS);
         return { error: message };
       }
-      this.incoming[index] = undefined;
-      if (this.stopping) return stopped; // stop() drained it with the rest
-      const old = this.slots[index];
-      this.slots[index] = next;
-      this.generations[index] = generation;
-      this.crashes[index] = 0;
-      this.startFailures[index] = 0;
-      if (old) this.retire(old);
+      const { old, next } = replaced;
       event("reload", `reload ${index + 1}/${total}: shard ${index} ${old?.label ?? "-"} -> ${next.label}`, {
         shard: index,
       });
@@ -396,6 +438,169 @@ export class Supervisor {
       `reload done: ${total} shards replaced in ${Date.now() - started} ms (generation ${generation})`,
     );
     return { generation };
+  }
+
+  /**
+   * Replaces slot `index`'s shard with a new one of `generation`, which must be ready before the
+   * old one drains: the slot never goes without a ready shard. Throws if the new one fails to
+   * start (the old one serves on; a slot whose shard died meanwhile restarts as after a crash),
+   * or if a stop came (stop() drains the new one with the rest).
+   */
+  private async replace(index: number, generation: number): Promise<{ old?: Shard; next: Shard }> {
+    // The slot is this replacement's now: no crash restart goes into it.
+    clearTimeout(this.restartTimers[index]);
+    this.restartTimers[index] = undefined;
+    let next: Shard | undefined;
+    try {
+      next = this.spawn(index, generation);
+      this.incoming[index] = next;
+      await next.ready;
+    } catch (error) {
+      if (this.stopping) throw error;
+      this.incoming[index] = undefined;
+      next?.kill();
+      if (!this.slots[index]) this.restartLater(index, RESTART_DELAY_MS);
+      throw error;
+    }
+    this.incoming[index] = undefined;
+    if (this.stopping) throw new Error(STOPPED.error);
+    const old = this.slots[index];
+    this.slots[index] = next;
+    this.generations[index] = generation;
+    this.crashes[index] = 0;
+    this.startFailures[index] = 0;
+    if (old) this.retire(old);
+    return { old, next };
+  }
+
+  /**
+   * Recycling (src/launcher/recycle.ts): replaces slot `index`'s shard as a reload would, if it is
+   * still the shard `label` names and ready once the tasks queued before have run. Never rejects.
+   */
+  recycle(index: number, label: string, reason: string): Promise<RecycleResult> {
+    return this.exclusive(async (): Promise<RecycleResult> => {
+      const old = this.slots[index];
+      if (this.stopping || old?.label !== label || old.state !== "ready") return { skipped: true };
+      event("recycle", `shard ${index} (${label}) ${reason}: replacing it`, { shard: index });
+      this.replacing = "recycle";
+      const started = Date.now();
+      try {
+        const { next } = await this.replace(index, this.generations[index]);
+        event("recycle", `shard ${index} recycled: ${label} -> ${next.label} in ${Date.now() - started} ms`, {
+          shard: index,
+        });
+        return { done: true };
+      } catch (error) {
+        return this.stopping ? { skipped: true } : { error: (error as Error).message };
+      }
+    });
+  }
+
+  /** Every ready shard's request count and memory; those that do not answer within a second are left out. */
+  async usage(): Promise<ShardUsage[]> {
+    const all = await Promise.all(
+      this.slots.map(async (shard, index) => {
+        const stats = await shard?.stats(1000, false, true);
+        return shard && stats
+          ? { index, label: shard.label, requests: stats.requests, rssBytes: stats.rssBytes }
+          : undefined;
+      }),
+    );
+    return all.filter((usage): usage is ShardUsage => usage !== undefined);
+  }
+
+  /** Shard slots: --shards, or what `scale` last reached. */
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /**
+   * Runs `count` shards from now on (`scale N`), once the tasks queued before have run. Added
+   * shards get a slot only once ready, one at a time; removed ones are the highest-numbered, and
+   * drain. Never rejects.
+   */
+  scale(count: number): Promise<ScaleResult> {
+    this.target = count;
+    return this.exclusive(() => this.scaleTo(count));
+  }
+
+  /**
+   * SIGTTIN (+1) and SIGTTOU (-1): counted from the last count asked for, so that two signals in
+   * a row make two shards; undefined where that would leave 1..maxShards.
+   */
+  scaleBy(delta: number, maxShards: number): Promise<ScaleResult> | undefined {
+    const count = this.target + delta;
+    if (count < 1 || count > maxShards) {
+      event(
+        "scale",
+        `scale: ${this.target} shards already, the ${count < 1 ? "least" : "most"} there can be`,
+        {
+          level: "warn",
+        },
+      );
+      return undefined;
+    }
+    return this.scale(count);
+  }
+
+  private async scaleTo(count: number): Promise<ScaleResult> {
+    const from = this.slots.length;
+    if (this.stopping) return STOPPED;
+    if (count === from) return { shards: from };
+    const started = Date.now();
+    event("scale", `scale started: ${from} -> ${count} shards`);
+    while (this.slots.length > count) {
+      const index = this.slots.length - 1;
+      const shard = this.removeLastSlot();
+      if (shard) this.retire(shard);
+      event("scale", `scale: shard ${index} (${shard?.label ?? "-"}) removed, draining`, { shard: index });
+    }
+    while (this.slots.length < count) {
+      const index = this.slots.length;
+      const next = this.spawn(index, this.generation);
+      this.joining = next;
+      try {
+        await next.ready;
+      } catch (error) {
+        if (this.stopping) return STOPPED;
+        next.kill();
+        this.target = this.slots.length;
+        const message = `scale stopped at ${index}/${count} shards: ${(error as Error).message}; ${index} shards serve`;
+        event("scale", message, { level: "error", shard: index });
+        return { error: message };
+      } finally {
+        this.joining = undefined;
+      }
+      if (this.stopping) return STOPPED; // stop() drained it with the rest
+      this.addSlot(next);
+      event("scale", `scale ${index + 1}/${count}: shard ${index} (${next.label}) added, ready`, {
+        shard: index,
+      });
+    }
+    event("scale", `scale done: ${from} -> ${count} shards in ${Date.now() - started} ms`);
+    return { shards: count };
+  }
+
+  /** A new last slot, served by `shard` (ready), with fresh per-slot counts. */
+  private addSlot(shard: Shard): void {
+    this.slots.push(shard);
+    this.incoming.push(undefined);
+    this.generations.push(shard.generation);
+    this.crashes.push(0);
+    this.startFailures.push(0);
+    this.restarts.push(0);
+    this.restartTimers.push(undefined);
+  }
+
+  /** Drops the last slot and its per-slot state; returns its shard, if it had one. */
+  private removeLastSlot(): Shard | undefined {
+    clearTimeout(this.restartTimers.pop());
+    this.incoming.pop(); // empty: nothing else replaces a shard while scaling runs
+    this.generations.pop();
+    this.crashes.pop();
+    this.startFailures.pop();
+    this.restarts.pop();
+    return this.slots.pop();
   }
 
   /** Shards ready to serve now. */
@@ -430,9 +635,9 @@ export class Supervisor {
     shard.exited.then(() => clearTimeout(backstop));
   }
 
-  /** Every shard that has not exited: serving, starting, a reload's new one, or retiring. */
+  /** Every shard that has not exited: serving, starting, a reload's or scale's new one, or retiring. */
   live(): Shard[] {
-    const all = new Set([...this.slots, ...this.incoming, ...this.retiring]);
+    const all = new Set([...this.slots, ...this.incoming, ...this.retiring, this.joining]);
     return [...all].filter((shard): shard is Shard => shard !== undefined && shard.state !== "exited");
   }
 

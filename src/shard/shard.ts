@@ -49,7 +49,9 @@ export async function runShard(
   setLogShard(spec.index);
   setCurrentShard(spec);
   // Ctrl-C reaches every process of the terminal's group: the launcher decides what it means.
-  if (channel.ownsProcess) process.on("SIGINT", () => {});
+  // So may SIGTTIN and SIGTTOU (scaling), whose default action would stop this process.
+  if (channel.ownsProcess)
+    for (const signal of ["SIGINT", "SIGTTIN", "SIGTTOU"]) process.on(signal, () => {});
 
   let listener: Listener | undefined;
   let draining = false;
@@ -88,7 +90,7 @@ export async function runShard(
       send({
         type: "stats",
         id: message.id,
-        ...(await stats.snapshot(message.latency)),
+        ...(await stats.snapshot(message.latency, message.brief)),
         connections: listener?.connections?.(),
       });
   });

@@ -13,8 +13,11 @@ import type { FetchApp } from "../types.ts";
 
 export interface Instrumented {
   fetch: FetchApp["fetch"];
-  /** The numbers; `watchLatency` has the shard time its requests for the next WATCH_MS. */
-  snapshot(watchLatency?: boolean): Promise<Omit<ShardStats, "type" | "id">>;
+  /**
+   * The numbers; `watchLatency` has the shard time its requests for the next WATCH_MS; `brief`,
+   * only the request count and memory.
+   */
+  snapshot(watchLatency?: boolean, brief?: boolean): Promise<Omit<ShardStats, "type" | "id">>;
 }
 
 /** How long the shard keeps timing requests after the launcher last asked for its numbers. */
@@ -81,7 +84,11 @@ export async function instrument(
         requests++;
         return latency.watched ? timed(request, env, context) : fetch(request, env, context);
       },
-      snapshot: async (watch) => ({ requests, ...memory(), latency: latency.read(watch) }),
+      snapshot: async (watch, brief) => ({
+        requests,
+        ...memory(),
+        latency: brief ? undefined : latency.read(watch),
+      }),
     };
   }
   const shard = String(spec.index);
@@ -113,12 +120,15 @@ export async function instrument(
         }
       }
     },
-    snapshot: async () => ({
-      requests,
-      ...memory(),
-      latency: latency.read(),
-      metrics: await metrics?.registry.getMetricsAsJSON(),
-    }),
+    snapshot: async (_watch, brief) =>
+      brief
+        ? { requests, ...memory() }
+        : {
+            requests,
+            ...memory(),
+            latency: latency.read(),
+            metrics: await metrics?.registry.getMetricsAsJSON(),
+          },
   };
 }
 
