@@ -8,8 +8,9 @@
  * @module
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -137,6 +138,17 @@ function configs(): StartConfig[] {
       env: { PORT: String(port), WORKERS: "2" },
     }),
   });
+  list.push({
+    name: "pm2 cluster mode 2",
+    runtime: "node",
+    listeners: 0,
+    restarts: false,
+    // `pm2 start` returns once its daemon has forked the workers; the clock runs from the command.
+    command: (port) => ({
+      argv: ["pm2", "start", "bench/peers/pm2-app.cjs", "-i", "2", "--name", "startup"],
+      env: { PORT: String(port), PM2_HOME: pm2Home(port) },
+    }),
+  });
   return opts.only ? list.filter((config) => config.name.includes(opts.only as string)) : list;
 }
 
@@ -148,6 +160,9 @@ const listeners = (port: number) =>
   execFileSync("ss", ["-Hltn", `sport = :${port}`], { encoding: "utf8" })
     .split("\n")
     .filter(Boolean).length;
+
+/** A PM2 home of its own per measurement, so that its daemon ends with it. */
+const pm2Home = (port: number) => join(tmpdir(), `shardport-startup-pm2-${port}`);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -226,6 +241,13 @@ async function measure(config: StartConfig): Promise<Sample> {
     try {
       process.kill(-(child.pid ?? 0), "SIGKILL");
     } catch {}
+    if (config.name.startsWith("pm2")) {
+      const env = { ...ENV, PM2_HOME: pm2Home(port) };
+      try {
+        execFileSync("pm2", ["kill"], { env, stdio: "ignore" });
+      } catch {}
+      rmSync(pm2Home(port), { recursive: true, force: true });
+    }
     await until(() => listeners(port) === 0, performance.now());
   }
 }
