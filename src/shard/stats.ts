@@ -64,13 +64,18 @@ export async function instrument(
     const { rss, heapUsed } = memoryUsage();
     return { rssBytes: rss, heapBytes: heapUsed };
   };
+  let serverErrors = 0;
   if (!spec.metrics && !spec.accessLog) {
     const timed = async (request: Request, env?: unknown, context?: unknown) => {
       const started = performance.now();
+      let status = 500;
       try {
-        return await fetch(request, env, context);
+        const response = await fetch(request, env, context);
+        status = response.status;
+        return response;
       } finally {
         latency.record(performance.now() - started);
+        if (status >= 500) serverErrors++;
       }
     };
     // Unwatched, the only cost per request: one increment and one test.
@@ -81,7 +86,7 @@ export async function instrument(
         requests++;
         return latency.watched ? timed(request, env, context) : fetch(request, env, context);
       },
-      snapshot: async (watch) => ({ requests, ...memory(), latency: latency.read(watch) }),
+      snapshot: async (watch) => ({ requests, ...memory(), latency: latency.read(watch), serverErrors }),
     };
   }
   const shard = String(spec.index);
@@ -98,6 +103,7 @@ export async function instrument(
       } finally {
         const ms = performance.now() - started;
         latency.record(ms);
+        if (status >= 500) serverErrors++;
         const seconds = ms / 1000;
         metrics?.observe(status, seconds);
         if (spec.accessLog) {
@@ -117,6 +123,7 @@ export async function instrument(
       requests,
       ...memory(),
       latency: latency.read(),
+      serverErrors,
       metrics: await metrics?.registry.getMetricsAsJSON(),
     }),
   };
