@@ -23,7 +23,7 @@ export interface Runner {
 export function commandLine(pid: number | "self", readText: ReadText): string[] | undefined {
   try {
     const words = readText(`/proc/${pid}/cmdline`).split("\0");
-    if (words.at(-1) === "") words.pop();
+    while (words.at(-1) === "") words.pop(); // a title set over the arguments (npm) leaves NULs
     // A process that set its title (npm) shows it as one string.
     if (words.length === 1 && !words[0].startsWith("/")) return words[0].split(" ");
     return words.length > 0 ? words : undefined;
