@@ -28,7 +28,7 @@ import {
 
 const FAULT_APP = join(FIXTURES, "fault-app.ts");
 const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
-const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 for (const rt of [RUNTIMES.bun, RUNTIMES.deno, RUNTIMES.node]) {
   describe(`port guard on ${rt.name}`, () => {
@@ -52,7 +52,7 @@ for (const rt of [RUNTIMES.bun, RUNTIMES.deno, RUNTIMES.node]) {
       // The same address, and the wildcard that covers it.
       for (const host of ["127.0.0.1", "0.0.0.0"]) {
         const line = await refused(port, ["--host", host]);
-        const command = escape(
+        const command = literal(
           rt.command(["--shards", "1", "--port", String(port), "--host", host]).join(" "),
         );
         assert.match(
