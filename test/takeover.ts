@@ -53,6 +53,9 @@ async function onlyShardsOf(url: string, launcherPid: number): Promise<void> {
 async function untouched(first: Awaited<ReturnType<typeof start>>, shards: number[]): Promise<void> {
   assert.doesNotMatch(first.output(), /stopping/);
   assert.deepEqual(childrenOf(first.launcherPid).sort(), shards.sort(), "the old shards serve on");
+  const port = Number(new URL(first.url).port);
+  const status = (await queryLauncher("127.0.0.1", port, "status")) as { launcherPid: number };
+  assert.equal(status.launcherPid, first.launcherPid, "its control socket is still its own");
   await onlyShardsOf(first.url, first.launcherPid);
   process.kill(first.launcherPid, "SIGTERM");
   assert.equal(await first.exited, 0);
@@ -65,12 +68,17 @@ export function takeoverSuite(rt: RuntimeUnderTest): void {
   describe(`takeover to ${rt.name}`, { skip }, () => {
     after(killLeftovers);
 
-    test(`from ${old.name}: new shards that do not all get ready exit 1, the old launcher untouched, 0 lost`, async () => {
+    /** The old launcher (2 shards) under fresh-connection load. */
+    async function oldUnderLoad() {
       const port = String(freshPort());
       const first = await start(old, ["--shards", "2", "--port", port, FAULT_APP]);
-      const shards = childrenOf(first.launcherPid);
       const traffic = load(first.url, { concurrency: 4 });
       await flowing(traffic);
+      return { port, first, shards: childrenOf(first.launcherPid), traffic };
+    }
+
+    test(`from ${old.name}: new shards that do not all get ready exit 1, the old launcher untouched, 0 lost`, async () => {
+      const { port, first, shards, traffic } = await oldUnderLoad();
       const args = ["--shards", "2", "--port", port, "--takeover", "--ready-timeout", "100", ...lossless(rt)];
       const next = run(rt, [...args, join(FIXTURES, "slow-start.ts")]);
       assert.equal(await next.exited, 1, next.output());
@@ -83,23 +91,11 @@ export function takeoverSuite(rt: RuntimeUnderTest): void {
       const stats = await traffic.stop();
       assert.equal(stats.failed, 0, stats.errors.join("; "));
       assert.equal(stats.non2xx, 0);
-      assert.doesNotMatch(first.output(), /stopping/);
-      assert.deepEqual(childrenOf(first.launcherPid).sort(), shards.sort(), "the old shards serve on");
-      assert.equal(
-        ((await queryLauncher("127.0.0.1", Number(port), "status")) as { launcherPid: number }).launcherPid,
-        first.launcherPid,
-      );
-      await onlyShardsOf(first.url, first.launcherPid);
-      process.kill(first.launcherPid, "SIGTERM");
-      assert.equal(await first.exited, 0);
+      await untouched(first, shards);
     });
 
     test(`from ${old.name}: a canary that answers 500 rolls back (exit 1, one line), status shows it, the old shards serve on, 0 lost`, async () => {
-      const port = String(freshPort());
-      const first = await start(old, ["--shards", "2", "--port", port, FAULT_APP]);
-      const shards = childrenOf(first.launcherPid);
-      const traffic = load(first.url, { concurrency: 4 });
-      await flowing(traffic);
+      const { port, first, shards, traffic } = await oldUnderLoad();
       const args = ["--shards", "2", "--port", port, "--takeover", "--canary", "3", ...lossless(rt)];
       const next = run(rt, [...args, join(FIXTURES, "answers-500.ts")]);
       await next.waitFor(/canary: serving beside launcher pid \d+ for 3 s/);
