@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { tcpListeners } from "../src/launcher/port-holder.ts";
+import { addressesOverlap, parseIp, parseProcAddress, tcpListeners } from "../src/launcher/port-holder.ts";
+import { isRunner } from "../src/launcher/runner.ts";
 import {
   childrenOf,
   eventually,
@@ -29,6 +30,39 @@ import {
 const FAULT_APP = join(FIXTURES, "fault-app.ts");
 const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+test("overlapping addresses as the kernel matches them; what a package runner is", () => {
+  const ip = (text: string) => parseIp(text) ?? assert.fail(text);
+  const overlap = (a: string, b: string) => addressesOverlap(ip(a), ip(b));
+  assert.ok(overlap("127.0.0.1", "127.0.0.1"));
+  assert.ok(overlap("0.0.0.0", "127.0.0.1"));
+  assert.ok(overlap("::", "127.0.0.1"), ":: is dual-stack");
+  assert.ok(overlap("::", "::1"));
+  assert.ok(overlap("::ffff:127.0.0.1", "127.0.0.1"));
+  assert.ok(!overlap("127.0.0.1", "127.0.0.2"));
+  assert.ok(!overlap("0.0.0.0", "::1"));
+  assert.ok(!overlap("::1", "127.0.0.1"));
+  // /proc/net/tcp{,6} print each 32-bit word in host order (little-endian here).
+  assert.deepEqual(parseProcAddress("0100007F:1F90"), ip("127.0.0.1"));
+  assert.deepEqual(parseProcAddress("00000000000000000000000001000000:1F90"), ip("::1"));
+  assert.deepEqual(parseProcAddress("0000000000000000FFFF00000100007F:1F90"), ip("::ffff:127.0.0.1"));
+  for (const words of [
+    ["bun", "run", "start", "--", "--port", "1"],
+    ["bun", "start"],
+    ["deno", "task", "start"],
+    ["npm", "start"],
+    ["/usr/bin/node", "/usr/lib/node_modules/npm/bin/npm-cli.js", "run", "start"],
+    ["npx", "shardport"],
+  ])
+    assert.ok(isRunner(words), words.join(" "));
+  for (const words of [
+    ["bash"],
+    ["bun", "runtimes/bun.ts"],
+    ["deno", "run", "x.ts"],
+    ["node", "dist/node.js"],
+  ])
+    assert.ok(!isRunner(words), words.join(" "));
+});
 
 for (const rt of [RUNTIMES.bun, RUNTIMES.deno, RUNTIMES.node]) {
   describe(`port guard on ${rt.name}`, () => {

@@ -294,6 +294,8 @@ export async function launch(
   }
   if (signals.stopping) return stopping();
   await takeover?.complete(supervisor, control);
+  // The old launcher holds its metrics and dashboard ports until it exits.
+  if (config.metricsPort !== undefined || config.dashboardPort !== undefined) await takeover?.oldGone;
   let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {
     const { dashboardHandler, serveDashboard } = await import("./dashboard.ts");

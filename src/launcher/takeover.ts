@@ -34,6 +34,8 @@ export class Takeover {
   readonly old: OldLauncher;
   private readonly config: Config;
   state?: TakeoverStatus;
+  /** Settles once the old launcher has exited (or outlived its drain): its other ports are free. */
+  oldGone: Promise<void> = Promise.resolve();
 
   constructor(old: OldLauncher, config: Config) {
     this.old = old;
@@ -81,7 +83,7 @@ export class Takeover {
       "takeover",
       `takeover: launcher pid ${old.pid} is draining; this launcher (pid ${process.pid}) owns ${config.host}:${config.port}`,
     );
-    void this.awaitExit();
+    this.oldGone = this.awaitExit();
   }
 
   /** Tells the old launcher to drain and exit: over its control socket, else by SIGTERM. */
