@@ -28,6 +28,16 @@ const root = local ? dirname(dirname(entry)) : undefined;
 const readProc = (path: string) =>
   new TextDecoder().decode(new Deno.Command("cat", { args: [path] }).outputSync().stdout);
 
+// The same for /proc/PID/fd links: one `find` over every process's fds (the port guard's holders).
+const socketLinks = () => {
+  const script = "find /proc/[0-9]*/fd -maxdepth 1 -lname 'socket:*' -printf '%h %l\\n' 2>/dev/null";
+  const text = new TextDecoder().decode(new Deno.Command("sh", { args: ["-c", script] }).outputSync().stdout);
+  return [...text.matchAll(/^\/proc\/(\d+)\/fd socket:\[(\d+)\]$/gm)].map((match) => ({
+    pid: Number(match[1]),
+    inode: Number(match[2]),
+  }));
+};
+
 const address = ({ host, port }: ShardAccess) => `${host.includes(":") ? `[${host}]` : host}:${port}`;
 
 /**
@@ -232,6 +242,7 @@ export const deno: Runtime = {
   spawnThread: (spec) => new DenoThread(spec),
   memoryUsage: denoMemory,
   readProc,
+  socketLinks,
 };
 
 const defaultApp = local ? demoAppBeside(import.meta.url) : "";

@@ -48,6 +48,11 @@ export interface ShardStats {
   latency?: number[];
   /** Connections accepted, where the shard's server tells (node:http). */
   connections?: number;
+  /**
+   * Answers with a 5xx status (or a handler that threw) among the timed requests, those the
+   * latency histogram counts: a takeover's canary compares their rate.
+   */
+  serverErrors?: number;
   metrics?: unknown[];
 }
 

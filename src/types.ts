@@ -87,6 +87,8 @@ export interface Runtime {
   readonly refusesHttp?: Partial<Record<HttpServer, string>>;
   /** Reads a /proc or /sys file where the runtime's fs cannot (Deno guards them behind -A). */
   readProc?(path: string): string;
+  /** Pid and inode of every socket in /proc/PID/fd, where the runtime's fs cannot read them (Deno). */
+  socketLinks?(): { pid: number; inode: number }[];
   /**
    * Starts one shard as a thread of the launcher where the runtime has a leaner thread than
    * node:worker_threads (Deno's own Worker); without it, threads mode runs `entry` in a

@@ -368,6 +368,26 @@ function spawnAsNobody(script: string, args: string[], stdio: ("pipe" | "ignore"
   );
 }
 
+/** A SO_REUSEPORT listener of this user that is not shardport (python3), on host:port. */
+export async function reusePortListener(
+  port: number,
+  host = "127.0.0.1",
+): Promise<{ pid: number; close(): void }> {
+  const child = spawn("python3", ["-c", FOREIGN_LISTENER, host, String(port)], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  await listening(child);
+  return { pid: child.pid ?? 0, close: () => child.kill() };
+}
+
+/** Resolves once a FOREIGN_LISTENER script says it listens. */
+function listening(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve());
+    child.on("exit", (code) => reject(new Error(`listener exited with ${code}`)));
+  });
+}
+
 /**
  * A SO_REUSEPORT listener owned by user `nobody`, for the kernel's same-UID rule. Needs root,
  * setpriv and a python3 that `nobody` can run; otherwise says why it cannot.
@@ -381,10 +401,7 @@ export async function foreignReusePortListener(
     if (!existsSync(tool)) return { skip: `${tool} is missing` };
   }
   const child = spawnAsNobody(FOREIGN_LISTENER, [host, String(port)], ["pipe", "pipe", "inherit"]);
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve());
-    child.on("exit", (code) => reject(new Error(`foreign listener exited with ${code}`)));
-  });
+  await listening(child);
   return {
     close: () => {
       child.stdin?.end();

@@ -92,7 +92,8 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       test("threads mode: a port conflict exits 1, an app that fails to load in a shard exits 2, with the reason", async () => {
         const port = freshPort();
         const holder = await plainListener(port);
-        const conflict = run(rt, ["--mode", "threads", "--shards", "2", "--port", String(port)]);
+        // --join: past the port guard (test/guard.test.ts), to the kernel's own refusal.
+        const conflict = run(rt, ["--mode", "threads", "--shards", "2", "--port", String(port), "--join"]);
         assert.equal(await conflict.exited, 1, conflict.output());
         assert.match(
           conflict.output(),
@@ -461,7 +462,8 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       const port = freshPort();
       const holder = await plainListener(port);
       try {
-        const proc = run(rt, ["--shards", "2", "--port", String(port)]);
+        // --join: past the port guard (test/guard.test.ts), to the kernel's own refusal.
+        const proc = run(rt, ["--shards", "2", "--port", String(port), "--join"]);
         assert.equal(await proc.exited, 1, proc.output());
         assert.match(
           proc.output(),

@@ -9,12 +9,20 @@ import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
 import type { Runtime } from "../types.ts";
 import { type Config, MAX_SHARDS, parseConfig, USAGE, UsageError } from "./config.ts";
-import { LauncherLiveError, queryLauncher, serveControl, writePidFile } from "./control.ts";
+import {
+  type ControlSocket,
+  LauncherLiveError,
+  queryLauncher,
+  serveControl,
+  writePidFile,
+} from "./control.ts";
 import type { EarlyShard } from "./early.ts";
 import { event, recentEvents } from "./events.ts";
+import { guard } from "./guard.ts";
 import { migrateWarning } from "./migrate-warning.ts";
 import { Monitor } from "./monitor.ts";
 import { explainAddrInUse } from "./port-holder.ts";
+import { stopWithRunner } from "./runner.ts";
 import { LauncherSignals } from "./signals.ts";
 import {
   type ReloadResult,
@@ -23,6 +31,7 @@ import {
   type ShardStatus,
   Supervisor,
 } from "./supervisor.ts";
+import type { TakeoverStatus } from "./takeover.ts";
 
 /**
  * Documented exit codes (README, Options). `failed` is also a stop that had to kill a shard that
@@ -140,6 +149,9 @@ async function command(config: Config): Promise<never> {
   try {
     if (config.command === "status") {
       process.stdout.write(formatStatus((await queryLauncher(host, port, "status")) as LauncherStatus));
+      // A launcher taking this one over answers beside it until the old one goes.
+      const next = await queryLauncher(host, port, "status", { next: true, timeoutMs: 3000 }).catch(() => {});
+      if (next) process.stdout.write(formatStatus(next as LauncherStatus));
       exit(EXIT.ok);
     }
     if (config.command === "reload") {
@@ -251,14 +263,19 @@ export async function launch(
     },
     scaleBy: (delta) => void supervisor.scaleBy(delta, MAX_SHARDS),
   });
+  stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
+  // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
+  const takeover = await guard(runtime, config, readProcFile(runtime));
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,
     mode: config.mode,
     launcherPid: process.pid,
     reloads: supervisor.reloads,
+    takeover: takeover?.state,
   });
   const monitor = new Monitor(supervisor);
+  let control: ControlSocket | undefined;
   // Before any shard starts, so that a second launcher for this host:port is refused first.
   try {
     const status = async (): Promise<LauncherStatus> => ({
@@ -270,26 +287,32 @@ export async function launch(
     });
     const top = async () => ({ ...header(), ...(await monitor.watch()), events: recentEvents() });
     const pid = { pid: process.pid };
-    const control = await serveControl(config.host, config.port, {
-      status,
-      top,
-      pid: async () => pid,
-      reload: async () => ({ ...pid, ...(await reload()) }),
-      scale: async ([raw = ""]) => {
-        const count = /^\d+$/.test(raw) ? Number(raw) : 0;
-        if (count < 1 || count > MAX_SHARDS)
-          return { ...pid, error: `scale must be an integer from 1 to ${MAX_SHARDS}, got '${raw}'` };
-        return { ...pid, ...(await supervisor.scale(count)) };
+    control = await serveControl(
+      config.host,
+      config.port,
+      {
+        status,
+        top,
+        pid: async () => pid,
+        reload: async () => ({ ...pid, ...(await reload()) }),
+        scale: async ([raw = ""]) => {
+          const count = /^\d+$/.test(raw) ? Number(raw) : 0;
+          if (count < 1 || count > MAX_SHARDS)
+            return { ...pid, error: `scale must be an integer from 1 to ${MAX_SHARDS}, got '${raw}'` };
+          return { ...pid, ...(await supervisor.scale(count)) };
+        },
+        stop: async () => {
+          signals.receive("SIGTERM");
+          return pid;
+        },
       },
-      stop: async () => {
-        signals.receive("SIGTERM");
-        return pid;
-      },
-    });
+      { next: Boolean(takeover) },
+    );
     process.on("exit", control);
-    process.on("exit", writePidFile(config.host, config.port));
+    // A takeover takes the pid file over once the old launcher has been told to go.
+    if (!takeover) process.on("exit", writePidFile(config.host, config.port));
   } catch (error) {
-    if (error instanceof LauncherLiveError) throw new LaunchError(EXIT.failed, error.message);
+    if (error instanceof LauncherLiveError && !config.join) throw new LaunchError(EXIT.failed, error.message);
     log.warn(
       `no pid file or control socket, so \`reload\`, \`stop\` and \`status\` cannot find this launcher: ${(error as Error).message}`,
     );
@@ -313,6 +336,9 @@ export async function launch(
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
   if (signals.stopping) return stopping();
+  await takeover?.complete(supervisor, control);
+  // The old launcher holds its metrics and dashboard ports until it exits.
+  if (config.metricsPort !== undefined || config.dashboardPort !== undefined) await takeover?.oldGone;
   // Only now: on Deno each /proc read runs a program, and the shards should not wait for it.
   if (process.platform === "linux") {
     const warning = migrateWarning({ readText: readProcFile(runtime), exists: existsSync, env: process.env });
@@ -451,6 +477,7 @@ interface LauncherStatus {
   launcherPid: number;
   reloads: number;
   shards: ShardStatus[];
+  takeover?: TakeoverStatus;
 }
 
 export function formatDuration(ms: number): string {
@@ -482,5 +509,13 @@ export function formatStatus(status: LauncherStatus): string {
       .trimEnd(),
   );
   const shared = status.mode === "threads" ? " (threads share one process: rss is the whole process)" : "";
-  return `${status.url}: ${status.runtime}, ${status.shards.length} shards in ${status.mode} mode, launcher pid ${status.launcherPid}, ${status.reloads} reloads${shared}\n${table.join("\n")}\n`;
+  return `${status.url}: ${status.runtime}, ${status.shards.length} shards in ${status.mode} mode, launcher pid ${status.launcherPid}, ${status.reloads} reloads${shared}\n${formatTakeover(status.takeover)}${table.join("\n")}\n`;
+}
+
+/** The line `status` adds while a launcher takes over another one. */
+function formatTakeover(takeover: TakeoverStatus | undefined): string {
+  if (!takeover) return "";
+  const left = takeover.canaryEndsAt && Math.max(0, Math.ceil((takeover.canaryEndsAt - Date.now()) / 1000));
+  const step = takeover.step === "canary" ? `canary in progress, ${left} s left` : takeover.step;
+  return `taking over from launcher pid ${takeover.from}: ${step}\n`;
 }

@@ -46,7 +46,21 @@ export interface Config {
   maxRequestsJitter: number;
   /** PEM certificate (chain) and private key files (absolute paths): the shards serve HTTPS. */
   tls?: { cert: string; key: string };
+  /** What to do about listeners already on the port (src/launcher/guard.ts): refuse by default. */
+  join: boolean;
+  takeover: boolean;
+  /** `--canary`: compare with the old launcher this long before the takeover completes. */
+  canary?: Canary;
   help: boolean;
+}
+
+/** A takeover's canary: how long, and what the new shards may do worse than the old ones. */
+export interface Canary {
+  seconds: number;
+  /** Percentage points of 5xx answers the new shards may have above the old ones. */
+  max5xxPoints: number;
+  /** How many times the old shards' p99 latency the new ones' may be. */
+  maxP99Ratio: number;
 }
 
 export class UsageError extends Error {}
@@ -89,11 +103,18 @@ Options (flags beat environment variables):
   --tls-cert PATH      PEM certificate (with its chain) to serve HTTPS and HTTP/2 (env TLS_CERT)
   --tls-key PATH       PEM private key of that certificate (env TLS_KEY); both or neither
   --strict             exit 1 rather than fall back to node:cluster where reusePort is missing
+  --takeover           replace the shardport launcher serving host:port with this one, with no gap:
+                       start, wait until every shard is ready, then tell the old one to drain
+  --canary SECONDS     with --takeover: serve beside the old launcher this long first, then complete
+                       only if the new shards' 5xx rate and p99 latency are no worse (else exit 1)
+  --canary-5xx POINTS  percentage points of 5xx the new shards may have above the old (default 1)
+  --canary-p99 RATIO   times the old shards' p99 latency the new ones' may reach (default 2)
+  --join               add shards to whatever listens on host:port already (refused by default)
   -h, --help           print this and exit 0
 
 Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed to start,
-another launcher on host:port), or a stop had to kill a stuck shard; 2 bad command line or app
-module; 130 a second Ctrl-C, 1 s or more after the first.`;
+another launcher on host:port, a failed canary), or a stop had to kill a stuck shard; 2 bad
+command line or app module; 130 a second Ctrl-C, 1 s or more after the first.`;
 
 /** `--watch`: the app module's folder; `--watch=a,b`: those paths, each of which must exist. */
 function watchPaths(on: boolean, list: string | undefined, app: string): string[] {
@@ -123,6 +144,9 @@ const VALUE_FLAGS = [
   "max-memory",
   "max-requests",
   "max-requests-jitter",
+  "canary",
+  "canary-5xx",
+  "canary-p99",
 ];
 
 function integer(name: string, raw: string, min: number, max: number, hint = ""): number {
@@ -155,6 +179,31 @@ function splitWatchPaths(args: string[]): string[] {
   );
 }
 
+/** `--canary` and its thresholds; they need --takeover (and the thresholds need --canary). */
+function canaryOf(values: Record<string, string | boolean | undefined>): Canary | undefined {
+  const given = ["canary-5xx", "canary-p99"].find((flag) => values[flag] !== undefined);
+  if (values.canary === undefined) {
+    if (given) throw new UsageError(`--${given} needs --canary SECONDS`);
+    return undefined;
+  }
+  if (!values.takeover)
+    throw new UsageError("--canary needs --takeover: it compares with the launcher taken over");
+  const decimal = (flag: string, fallback: number, min: number, max: number) => {
+    const raw = values[flag] as string | undefined;
+    if (raw === undefined) return fallback;
+    const value = /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : Number.NaN;
+    if (!(value >= min && value <= max)) {
+      throw new UsageError(`--${flag} must be a number from ${min} to ${max}, got '${raw}'`);
+    }
+    return value;
+  };
+  return {
+    seconds: integer("--canary", values.canary as string, 1, 3600),
+    max5xxPoints: decimal("canary-5xx", 1, 0, 100),
+    maxP99Ratio: decimal("canary-p99", 2, 1, 1000),
+  };
+}
+
 export function parseConfig(
   argv: string[],
   env: Record<string, string | undefined>,
@@ -185,6 +234,11 @@ export function parseConfig(
         "max-requests": { type: "string" },
         "max-requests-jitter": { type: "string" },
         strict: { type: "boolean", default: false },
+        join: { type: "boolean", default: false },
+        takeover: { type: "boolean", default: false },
+        canary: { type: "string" },
+        "canary-5xx": { type: "string" },
+        "canary-p99": { type: "string" },
         watch: { type: "boolean", default: false },
         "watch-paths": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
@@ -269,9 +323,15 @@ export function parseConfig(
   if (maxRequestsJitter > 0 && maxRequests === undefined) {
     throw new UsageError("--max-requests-jitter needs --max-requests");
   }
+  if (values.join && values.takeover) {
+    throw new UsageError("--join and --takeover exclude each other: share the port or replace its launcher");
+  }
   return {
     command,
     scaleTo,
+    join: values.join ?? false,
+    takeover: values.takeover ?? false,
+    canary: canaryOf(values),
     shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(readText),
     port: portIn
       ? integer(

@@ -5,7 +5,16 @@
  * scripts that send signals themselves.
  * @module
  */
-import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,7 +47,23 @@ export function writePidFile(host: string, port: number): () => void {
   };
 }
 
-const socketPath = (host: string, port: number) => pidFilePath(host, port).replace(/\.pid$/, ".sock");
+/**
+ * The control socket of host:port; `next`: the one a launcher taking over serves until the old
+ * launcher has been told to go (src/launcher/takeover.ts).
+ */
+export const socketPath = (host: string, port: number, next = false) =>
+  pidFilePath(host, port).replace(/\.pid$/, next ? ".next.sock" : ".sock");
+
+/** Every control socket file in runtimeDir(), taking-over ones included. */
+export function controlSockets(): string[] {
+  const dir = runtimeDir();
+  return readdirSync(dir)
+    .filter((name) => name.endsWith(".sock"))
+    .map((name) => join(dir, name));
+}
+
+/** The function that removes the socket file at exit; `promote` moves a `next` one into place. */
+export type ControlSocket = (() => void) & { promote(): void };
 
 /** Another launcher answers on this host:port's control socket. */
 export class LauncherLiveError extends Error {}
@@ -55,8 +80,9 @@ export async function serveControl(
   host: string,
   port: number,
   commands: Record<string, (args: string[]) => Promise<unknown>>,
-): Promise<() => void> {
-  const path = socketPath(host, port);
+  { next = false } = {},
+): Promise<ControlSocket> {
+  let path = socketPath(host, port, next);
   const server = createServer((socket) => {
     let line = "";
     socket.setEncoding("utf8");
@@ -84,34 +110,45 @@ export async function serveControl(
     await listen();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
-    await refuseLive(host, port, path);
+    await refuseLive(host, port, path, next);
     rmSync(path, { force: true }); // stale: its launcher is gone
     await listen();
   }
   chmodSync(path, 0o600);
   // Which file is ours: a file system may give a new file the inode number of a removed one.
   const identity = (stat = statSync(path)) => `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
-  const ours = identity();
+  let ours = identity();
   server.unref();
   // At exit. Not server.close(): libuv would unlink the path, whoever's file it is by now.
-  return () => {
+  const remove = () => {
     try {
       if (identity() === ours) rmSync(path);
     } catch {}
   };
+  // rename(2) replaces the old launcher's file in one step: a client finds one or the other.
+  const promote = () => {
+    const main = socketPath(host, port);
+    if (path === main) return;
+    renameSync(path, main);
+    path = main;
+    ours = identity();
+  };
+  return Object.assign(remove, { promote });
 }
 
 /** Throws a LauncherLiveError if a launcher listens on `path`. */
-async function refuseLive(host: string, port: number, path: string): Promise<void> {
+async function refuseLive(host: string, port: number, path: string, next: boolean): Promise<void> {
   let answer: { pid?: number };
   try {
-    answer = (await queryLauncher(host, port, "pid", { timeoutMs: 2000 })) as { pid?: number };
+    answer = (await queryLauncher(host, port, "pid", { timeoutMs: 2000, next })) as { pid?: number };
   } catch (error) {
     if ((error as NoLauncherError).noLauncher) return;
     answer = {}; // it accepts but does not answer: alive all the same
   }
   throw new LauncherLiveError(
-    `another shardport launcher${answer.pid ? ` (pid ${answer.pid})` : ""} serves ${host}:${port} (it answers on ${path})`,
+    next
+      ? `another shardport launcher${answer.pid ? ` (pid ${answer.pid})` : ""} is taking over ${host}:${port} (it answers on ${path})`
+      : `another shardport launcher${answer.pid ? ` (pid ${answer.pid})` : ""} serves ${host}:${port} (it answers on ${path})`,
   );
 }
 
@@ -120,15 +157,15 @@ type NoLauncherError = Error & { noLauncher?: boolean };
 /**
  * Sends `command` to the launcher on host:port and returns its JSON answer; with `untilClosed`,
  * once the launcher has closed the connection (after `stop`: once it has exited). `timeoutMs` 0
- * waits as long as the launcher stays connected.
+ * waits as long as the launcher stays connected. `next`: the socket of a launcher taking over;
+ * `path`: that socket file.
  */
 export function queryLauncher(
   host: string,
   port: number,
   command: string,
-  { timeoutMs = 5000, untilClosed = false } = {},
+  { timeoutMs = 5000, untilClosed = false, next = false, path = socketPath(host, port, next) } = {},
 ): Promise<unknown> {
-  const path = socketPath(host, port);
   return new Promise((resolve, reject) => {
     let text = "";
     let answer: unknown;

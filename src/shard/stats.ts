@@ -67,13 +67,18 @@ export async function instrument(
     const { rss, heapUsed } = memoryUsage();
     return { rssBytes: rss, heapBytes: heapUsed };
   };
+  let serverErrors = 0;
   if (!spec.metrics && !spec.accessLog) {
     const timed = async (request: Request, env?: unknown, context?: unknown) => {
       const started = performance.now();
+      let status = 500;
       try {
-        return await fetch(request, env, context);
+        const response = await fetch(request, env, context);
+        status = response.status;
+        return response;
       } finally {
         latency.record(performance.now() - started);
+        if (status >= 500) serverErrors++;
       }
     };
     // Unwatched, the only cost per request: one increment and one test.
@@ -88,6 +93,7 @@ export async function instrument(
         requests,
         ...memory(),
         latency: brief ? undefined : latency.read(watch),
+        serverErrors,
       }),
     };
   }
@@ -105,6 +111,7 @@ export async function instrument(
       } finally {
         const ms = performance.now() - started;
         latency.record(ms);
+        if (status >= 500) serverErrors++;
         const seconds = ms / 1000;
         metrics?.observe(status, seconds);
         if (spec.accessLog) {
@@ -120,15 +127,12 @@ export async function instrument(
         }
       }
     },
-    snapshot: async (_watch, brief) =>
-      brief
-        ? { requests, ...memory() }
-        : {
-            requests,
-            ...memory(),
-            latency: latency.read(),
-            metrics: await metrics?.registry.getMetricsAsJSON(),
-          },
+    snapshot: async (watch, brief) => ({
+      requests,
+      ...memory(),
+      latency: brief ? undefined : latency.read(watch),
+      serverErrors,
+    }),
   };
 }
 

@@ -1,0 +1,115 @@
+/**
+ * `--takeover`: replaces a running shardport launcher (any runtime, any options) with no gap.
+ * 1. This launcher's shards start in the existing SO_REUSEPORT group (same address, port and
+ *    user), while it answers on a second control socket, `<host>-<port>.next.sock`.
+ * 2. It waits until every one is ready (else it exits 1 and the old launcher never knew).
+ * 3. With `--canary`, both serve for that long and the new shards are judged against the old
+ *    (src/launcher/canary.ts); a failed canary drains the new shards and exits 1.
+ * 4. It tells the old launcher to drain and exit (`stop` on its control socket; without one,
+ *    SIGTERM to the pid its pid file names), then takes over the pid file and moves its socket
+ *    onto the old one's name.
+ * With tcp_migrate_req=1 the connections queued on the old shards' listeners move to the new
+ * ones as the old ones close: nothing is lost.
+ * @module
+ */
+import { log } from "../log.ts";
+import { EXIT, LaunchError } from "./cli.ts";
+import type { Config } from "./config.ts";
+import { type ControlSocket, queryLauncher, writePidFile } from "./control.ts";
+import { event } from "./events.ts";
+import type { OldLauncher } from "./guard.ts";
+import { exists as alive } from "./runner.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+/** What `status` shows while a takeover runs. */
+export interface TakeoverStatus {
+  /** The launcher being replaced. */
+  from: number;
+  step: "starting" | "canary" | "handing over";
+  /** With a canary: when it ends (epoch ms). */
+  canaryEndsAt?: number;
+}
+
+export class Takeover {
+  readonly old: OldLauncher;
+  private readonly config: Config;
+  state?: TakeoverStatus;
+  /** Settles once the old launcher has exited (or outlived its drain): its other ports are free. */
+  oldGone: Promise<void> = Promise.resolve();
+
+  constructor(old: OldLauncher, config: Config) {
+    this.old = old;
+    this.config = config;
+    this.state = { from: old.pid, step: "starting" };
+    const what = old.runtime ? ` (${old.runtime}, ${old.shards} shards in ${old.mode} mode)` : "";
+    event("takeover", `takeover: starting ${config.shards} shards beside launcher pid ${old.pid}${what}`);
+  }
+
+  /**
+   * Steps 3 and 4, once every new shard is ready. Throws a LaunchError (exit 1) after a failed
+   * canary, having drained this launcher's shards.
+   */
+  async complete(supervisor: Supervisor, control: ControlSocket | undefined): Promise<void> {
+    const { old, config } = this;
+    const { canary } = config;
+    if (canary && old.socket) {
+      this.state = { from: old.pid, step: "canary", canaryEndsAt: Date.now() + canary.seconds * 1000 };
+      event("takeover", `canary: serving beside launcher pid ${old.pid} for ${canary.seconds} s`);
+      const { runCanary } = await import("./canary.ts");
+      let result: Awaited<ReturnType<typeof runCanary>>;
+      try {
+        result = await runCanary(canary, old.socket, supervisor);
+      } catch (error) {
+        result = {
+          passed: true,
+          line: `canary: the old launcher stopped answering (${(error as Error).message})`,
+        };
+      }
+      if (!result.passed) {
+        event("takeover", `${result.line}: rolling back, launcher pid ${old.pid} serves on`, {
+          level: "error",
+        });
+        await supervisor.stop();
+        throw new LaunchError(EXIT.failed, result.line);
+      }
+      event("takeover", result.line);
+    } else if (canary) log.warn("--canary: the old launcher has no control socket to compare with: skipped");
+    this.state = { from: old.pid, step: "handing over" };
+    await this.stopOld();
+    control?.promote();
+    process.on("exit", writePidFile(config.host, config.port));
+    this.state = undefined;
+    event(
+      "takeover",
+      `takeover: launcher pid ${old.pid} is draining; this launcher (pid ${process.pid}) owns ${config.host}:${config.port}`,
+    );
+    this.oldGone = this.awaitExit();
+  }
+
+  /** Tells the old launcher to drain and exit: over its control socket, else by SIGTERM. */
+  private async stopOld(): Promise<void> {
+    const { old } = this;
+    if (old.socket) {
+      try {
+        await queryLauncher("", 0, "stop", { path: old.socket, timeoutMs: 5000 });
+        return;
+      } catch (error) {
+        if (!alive(old.pid)) return;
+        log.warn(
+          `launcher pid ${old.pid} did not take \`stop\` (${(error as Error).message}): sending SIGTERM`,
+        );
+      }
+    }
+    try {
+      process.kill(old.pid, "SIGTERM");
+    } catch {}
+  }
+
+  private async awaitExit(): Promise<void> {
+    const { old, config } = this;
+    const deadline = Date.now() + config.drainTimeoutMs + 10_000;
+    while (alive(old.pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    if (alive(old.pid)) log.warn(`launcher pid ${old.pid} is still there after its drain: look at it`);
+    else event("takeover", `takeover done: launcher pid ${old.pid} has exited`);
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * `--takeover` under fresh-connection load, inside the fault suite's private network namespace
+ * (tcp_migrate_req=1): a chain of launchers across runtimes and options loses no request; a new
+ * launcher that cannot start, or whose canary fails, leaves the old one untouched. One suite
+ * per runtime of the new launcher (test/takeover/*.test.ts), the chain in test/takeover/node.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { queryLauncher } from "../src/launcher/control.ts";
+import { tcpListeners } from "../src/launcher/port-holder.ts";
+import {
+  childrenOf,
+  eventually,
+  FIXTURES,
+  freshPort,
+  get,
+  isAlive,
+  killLeftovers,
+  load,
+  pidOf,
+  RUNTIMES,
+  type RuntimeUnderTest,
+  run,
+  start,
+} from "./helpers.ts";
+
+const FAULT_APP = join(FIXTURES, "fault-app.ts");
+const noNetns = process.env.SHARDPORT_NO_NETNS;
+const skip = noNetns ? `no private network namespace: ${noNetns}` : false;
+
+/** Lets the load run: `count` more answers than now. */
+async function flowing(traffic: ReturnType<typeof load>, count = 300): Promise<void> {
+  const mark = traffic.stats.ok + traffic.stats.non2xx;
+  const flows = await eventually(() => traffic.stats.ok + traffic.stats.non2xx >= mark + count, 30_000);
+  assert.ok(flows, "the load is flowing");
+}
+
+/** 100 fresh connections to `url`: every one answered by one of the launcher's shards. */
+async function onlyShardsOf(url: string, launcherPid: number): Promise<void> {
+  const own = new Set([launcherPid, ...childrenOf(launcherPid)]);
+  for (let i = 0; i < 100; i++) {
+    const pid = pidOf((await get(url)).body);
+    assert.ok(own.has(pid), `pid ${pid} is not of launcher ${launcherPid}`);
+  }
+}
+
+/** The old launcher was never told to stop: its shards serve on, alone; then it stops cleanly. */
+async function untouched(first: Awaited<ReturnType<typeof start>>, shards: number[]): Promise<void> {
+  assert.doesNotMatch(first.output(), /stopping/);
+  assert.deepEqual(childrenOf(first.launcherPid).sort(), shards.sort(), "the old shards serve on");
+  const port = Number(new URL(first.url).port);
+  const status = (await queryLauncher("127.0.0.1", port, "status")) as { launcherPid: number };
+  assert.equal(status.launcherPid, first.launcherPid, "its control socket is still its own");
+  await onlyShardsOf(first.url, first.launcherPid);
+  process.kill(first.launcherPid, "SIGTERM");
+  assert.equal(await first.exited, 0);
+}
+
+export function takeoverSuite(rt: RuntimeUnderTest): void {
+  // The old launcher runs another runtime.
+  const old = rt.runtime === "node" ? RUNTIMES.bun : RUNTIMES.node;
+
+  describe(`takeover to ${rt.name}`, { skip }, () => {
+    after(killLeftovers);
+
+    /** The old launcher (2 shards) under fresh-connection load. */
+    async function oldUnderLoad() {
+      const port = String(freshPort());
+      const first = await start(old, ["--shards", "2", "--port", port, FAULT_APP]);
+      const traffic = load(first.url, { concurrency: 4 });
+      await flowing(traffic);
+      return { port, first, shards: childrenOf(first.launcherPid), traffic };
+    }
+
+    test(`from ${old.name}: new shards that do not all get ready exit 1, the old launcher untouched, 0 lost`, async () => {
+      const { port, first, shards, traffic } = await oldUnderLoad();
+      const args = ["--shards", "2", "--port", port, "--takeover", "--ready-timeout", "100"];
+      const next = run(rt, [...args, join(FIXTURES, "slow-start.ts")]);
+      assert.equal(await next.exited, 1, next.output());
+      assert.match(next.output(), /takeover: starting 2 shards beside launcher pid \d+/);
+      assert.match(
+        next.output(),
+        /shardport: error: cannot serve on .*: shard \d was not ready within 100 ms/,
+      );
+      await flowing(traffic);
+      const stats = await traffic.stop();
+      assert.equal(stats.failed, 0, stats.errors.join("; "));
+      assert.equal(stats.non2xx, 0);
+      await untouched(first, shards);
+    });
+
+    test(`from ${old.name}: a canary that answers 500 rolls back (exit 1, one line), status shows it, the old shards serve on, 0 lost`, async () => {
+      const { port, first, shards, traffic } = await oldUnderLoad();
+      const args = ["--shards", "2", "--port", port, "--takeover", "--canary", "3"];
+      const next = run(rt, [...args, join(FIXTURES, "answers-500.ts")]);
+      await next.waitFor(/canary: serving beside launcher pid \d+ for 3 s/);
+      const status = run(RUNTIMES.node, ["status", "--port", port]);
+      assert.equal(await status.exited, 0, status.output());
+      assert.match(status.output(), new RegExp(`launcher pid ${first.launcherPid}, 0 reloads`));
+      assert.match(
+        status.output(),
+        new RegExp(`taking over from launcher pid ${first.launcherPid}: canary in progress, \\d s left`),
+      );
+      assert.equal(await next.exited, 1, next.output());
+      const lines = next
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("shardport:"));
+      assert.equal(lines.length, 1, next.output());
+      assert.match(lines[0], /^shardport: error: canary failed: 5xx 100\.0 % vs 0\.0 % over 3 s$/);
+      await flowing(traffic);
+      const stats = await traffic.stop();
+      console.log(
+        `canary on ${rt.name}: ${stats.non2xx} answers 500 from the canary, ${stats.ok} ok, ${stats.failed} failed`,
+      );
+      assert.equal(stats.failed, 0, stats.errors.join("; "));
+      assert.ok(stats.non2xx > 0, "the canary got its share");
+      await untouched(first, shards);
+    });
+  });
+}
+
+/**
+ * node → bun (threads, 3 shards, a canary that passes) → deno (--http node) → node, under
+ * fresh-connection load: 0 lost, each old launcher exits 0, only the last one's pids answer.
+ */
+export function takeoverChain(): void {
+  describe("takeover chain", { skip }, () => {
+    after(killLeftovers);
+
+    test("node → bun (threads, canary) → deno (--http node) → node under load: 0 lost, each old launcher exits 0", async () => {
+      const port = String(freshPort());
+      const steps: [RuntimeUnderTest, string[]][] = [
+        [RUNTIMES.node, ["--shards", "2"]],
+        [RUNTIMES.bun, ["--shards", "3", "--mode", "threads", "--canary", "2", "--canary-p99", "20"]],
+        [RUNTIMES.deno, ["--shards", "2", "--http", "node"]],
+        [RUNTIMES.node, ["--shards", "2"]],
+      ];
+      let current = await start(steps[0][0], [...steps[0][1], "--port", port, FAULT_APP]);
+      const traffic = load(current.url, { concurrency: 8 });
+      const gone: number[] = [];
+      for (const [rt, options] of steps.slice(1)) {
+        await flowing(traffic);
+        const before = current;
+        gone.push(before.launcherPid, ...childrenOf(before.launcherPid));
+        current = await start(rt, [...options, "--port", port, "--takeover", FAULT_APP]);
+        assert.match(
+          current.output(),
+          new RegExp(`takeover: launcher pid ${before.launcherPid} is draining`),
+        );
+        if (options.includes("--canary"))
+          assert.match(current.output(), /canary passed: 5xx 0\.0 % vs 0\.0 %, p99 /);
+        assert.equal(await before.exited, 0, before.output());
+        await current.waitFor(new RegExp(`takeover done: launcher pid ${before.launcherPid} has exited`));
+      }
+      await flowing(traffic);
+      const stats = await traffic.stop();
+      console.log(
+        `takeover chain: ${stats.ok} ok, ${stats.failed} failed, ${stats.non2xx} non-2xx, by ${stats.pids.size} pids`,
+      );
+      assert.equal(stats.failed, 0, stats.errors.join("; "));
+      assert.equal(stats.non2xx, 0);
+      assert.ok(await eventually(() => !gone.some(isAlive), 15_000), "no process of an old launcher remains");
+      assert.equal(tcpListeners(Number(port)).length, 2, "only the last launcher's 2 shards listen");
+      await onlyShardsOf(current.url, current.launcherPid);
+      const status = (await queryLauncher("127.0.0.1", Number(port), "status")) as { launcherPid: number };
+      assert.equal(status.launcherPid, current.launcherPid, "the control socket is the last launcher's");
+      process.kill(current.launcherPid, "SIGTERM");
+      assert.equal(await current.exited, 0);
+    });
+  });
+}

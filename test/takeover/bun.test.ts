@@ -1,0 +1,4 @@
+import { RUNTIMES } from "../helpers.ts";
+import { takeoverSuite } from "../takeover.ts";
+
+takeoverSuite(RUNTIMES.bun);
