@@ -274,6 +274,16 @@ describe("systemd", () => {
   });
 
   // Without a systemd manager: test/sandbox/run.sh builds the same walls by hand.
+  /** Whether user nobody can run `path` (the sandbox runs the launcher as nobody, from here). */
+  const nobodyReaches = (path: string) =>
+    succeeds("/usr/bin/setpriv", [
+      "--reuid=nobody",
+      "--regid=nogroup",
+      "--clear-groups",
+      "/usr/bin/test",
+      "-x",
+      path,
+    ]);
   const emulatedReason = !isRoot
     ? "needs root for a mount namespace"
     : !succeeds("unshare", ["--mount", "true"])
@@ -282,7 +292,9 @@ describe("systemd", () => {
         ? "python3-seccomp is missing (Debian package python3-seccomp)"
         : !haveAnalyze
           ? "systemd-analyze is missing"
-          : false;
+          : !nobodyReaches(join(ROOT, "node_modules", ".bin", "node"))
+            ? "user nobody cannot reach this checkout (a folder above it is closed to others)"
+            : false;
   const sandboxed = (command: string[]) => [
     "test/sandbox/run.sh",
     "deploy/shardport.service",

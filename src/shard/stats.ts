@@ -127,12 +127,16 @@ export async function instrument(
         }
       }
     },
-    snapshot: async (watch, brief) => ({
-      requests,
-      ...memory(),
-      latency: brief ? undefined : latency.read(watch),
-      serverErrors,
-    }),
+    snapshot: async (_watch, brief) =>
+      brief
+        ? { requests, ...memory() }
+        : {
+            requests,
+            ...memory(),
+            latency: latency.read(),
+            serverErrors,
+            metrics: await metrics?.registry.getMetricsAsJSON(),
+          },
   };
 }
 
