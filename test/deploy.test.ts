@@ -10,7 +10,16 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
 import { type Host, migrateWarning } from "../src/launcher/migrate-warning.ts";
-import { freshPort, get, killLeftovers, ROOT, type RuntimeUnderTest, run } from "./helpers.ts";
+import {
+  eventually,
+  freshPort,
+  get,
+  killLeftovers,
+  listenAddresses,
+  ROOT,
+  type RuntimeUnderTest,
+  run,
+} from "./helpers.ts";
 
 after(killLeftovers);
 
@@ -44,6 +53,10 @@ async function serveReloadStop(proc: ReturnType<typeof run>, signal: (sig: "SIGH
   assert.match((await get(`${url}/`)).body, new RegExp(`Hello from PID \\d+ \\(shard \\d, ${runtime}\\)`));
   signal("SIGHUP");
   await proc.waitFor(/reload done: 2 shards replaced/, 60_000);
+  // The last old shard is still closing its listener: outside a namespace with tcp_migrate_req=1,
+  // a connection queued there at that moment is reset. Ask once only the 2 new listeners remain.
+  const port = Number(new URL(url).port);
+  assert.ok(await eventually(() => listenAddresses(port).length === 2, 10_000), "the old listeners closed");
   assert.equal((await get(`${url}/readyz`)).status, 200);
   signal("SIGTERM");
   assert.equal(await proc.exited, 0, proc.output());
