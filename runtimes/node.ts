@@ -34,7 +34,11 @@ export const node: Runtime = {
   spawnShard(env) {
     if (this.reusePortGap) {
       cluster.setupPrimary({ exec: entry, stdio: SHARD_STDIO });
-      return cluster.fork(env).process;
+      const worker = cluster.fork(env);
+      // The Worker re-emits its process's errors (an EPIPE when a drain message meets a closing
+      // channel); the supervisor handles them on the process, so none may go unhandled here.
+      worker.on("error", () => {});
+      return worker.process;
     }
     return spawn(process.execPath, [...process.execArgv, entry], { stdio: SHARD_STDIO, env });
   },

@@ -382,7 +382,7 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.match(reloaded.body, /^shardport_reloads_total 1$/m);
       assert.match(reloaded.body, /^shardport_shards_configured 2$/m);
       process.kill(app.launcherPid, "SIGTERM");
-      assert.equal(await app.exited, 0);
+      assert.equal(await app.exited, 0, app.output());
     });
 
     test("logs: one JSON line per event on stdout; a readable line with SHARDPORT_LOG_FORMAT=pretty; one SIGINT (Ctrl-C) exits 0", async () => {
