@@ -68,76 +68,60 @@ export async function instrument(
     return { rssBytes: rss, heapBytes: heapUsed };
   };
   let serverErrors = 0;
-  if (!spec.metrics && !spec.accessLog) {
-    const timed = async (request: Request, env?: unknown, context?: unknown) => {
-      const started = performance.now();
-      let status = 500;
-      try {
-        const response = await fetch(request, env, context);
-        status = response.status;
-        return response;
-      } finally {
-        latency.record(performance.now() - started);
-        if (status >= 500) serverErrors++;
-      }
-    };
-    // Unwatched, the only cost per request: one increment and one test.
-    return {
-      // Fixed parameters: no rest array allocated per request. What the runtime passes (Bun's
-      // server, Deno's info, Hono's env and context) goes through as it came.
-      fetch: (request, env?, context?) => {
-        requests++;
-        return latency.watched ? timed(request, env, context) : fetch(request, env, context);
-      },
-      snapshot: async (watch, brief) => ({
-        requests,
-        ...memory(),
-        latency: brief ? undefined : latency.read(watch),
-        serverErrors,
-      }),
-    };
-  }
-  const shard = String(spec.index);
-  const metrics = spec.metrics ? await prometheus(shard) : undefined;
+  const metrics = spec.metrics ? await prometheus(String(spec.index)) : undefined;
+  /** Answers one request and accounts for it: latency, 5xx, and the metrics and access log where on. */
+  const timed = async (request: Request, env?: unknown, context?: unknown) => {
+    const started = performance.now();
+    let status = 500;
+    try {
+      const response = await fetch(request, env, context);
+      status = response.status;
+      return response;
+    } finally {
+      const ms = performance.now() - started;
+      latency.record(ms);
+      if (status >= 500) serverErrors++;
+      metrics?.observe(status, ms / 1000);
+      if (spec.accessLog) logAccess(request, status, ms);
+    }
+  };
+  // Fixed parameters: no rest array allocated per request. What the runtime passes (Bun's server,
+  // Deno's info, Hono's env and context) goes through as it came.
+  const always: FetchApp["fetch"] = (request, env?, context?) => {
+    requests++;
+    return timed(request, env, context);
+  };
+  // Unwatched, the only cost per request: one increment and one test.
+  const whenWatched: FetchApp["fetch"] = (request, env?, context?) => {
+    requests++;
+    return latency.watched ? timed(request, env, context) : fetch(request, env, context);
+  };
   return {
-    fetch: async (request, env?, context?) => {
-      requests++;
-      const started = performance.now();
-      let status = 500;
-      try {
-        const response = await fetch(request, env, context);
-        status = response.status;
-        return response;
-      } finally {
-        const ms = performance.now() - started;
-        latency.record(ms);
-        if (status >= 500) serverErrors++;
-        const seconds = ms / 1000;
-        metrics?.observe(status, seconds);
-        if (spec.accessLog) {
-          const { pathname, search } = new URL(request.url);
-          const path = pathname + search;
-          const rounded = Math.round(ms * 10) / 10;
-          log.info(`${request.method} ${path} ${status} ${rounded} ms`, {
-            method: request.method,
-            path,
-            status,
-            ms: rounded,
-          });
-        }
-      }
-    },
-    snapshot: async (_watch, brief) =>
+    fetch: spec.metrics || spec.accessLog ? always : whenWatched,
+    snapshot: async (watch, brief) =>
       brief
         ? { requests, ...memory() }
         : {
             requests,
             ...memory(),
-            latency: latency.read(),
+            latency: latency.read(watch),
             serverErrors,
             metrics: await metrics?.registry.getMetricsAsJSON(),
           },
   };
+}
+
+/** One access-log line (--access-log). */
+function logAccess(request: Request, status: number, ms: number): void {
+  const { pathname, search } = new URL(request.url);
+  const path = pathname + search;
+  const rounded = Math.round(ms * 10) / 10;
+  log.info(`${request.method} ${path} ${status} ${rounded} ms`, {
+    method: request.method,
+    path,
+    status,
+    ms: rounded,
+  });
 }
 
 /** The shard's prom-client registry; prom-client is loaded only with --metrics-port. */
