@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { tcpListeners } from "../src/launcher/port-holder.ts";
 import { renderChart } from "./chart.ts";
+import { type BenchRuntime, denoServeParallel, PLAIN, SHARDPORT } from "./commands.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const PEERS = join(ROOT, "bench", "peers");
@@ -87,39 +88,8 @@ function launch(command: string[], env: Record<string, string> = {}): ChildProce
   });
 }
 
-const entry = {
-  bun: (args: string[]) => ["bun", "runtimes/bun.ts", ...args],
-  deno: (args: string[]) => [
-    "deno",
-    "run",
-    "--unstable-net",
-    "--unstable-worker-options",
-    "--no-prompt",
-    "--allow-net",
-    "--allow-run",
-    "--allow-ffi",
-    "--allow-env",
-    "--allow-read",
-    "--allow-write",
-    "--allow-sys=uid,hostname",
-    "runtimes/deno.ts",
-    ...args,
-  ],
-  node: (args: string[]) => ["node", "dist/node.js", ...args],
-};
-const plain = {
-  bun: ["bun", "bench/peers/plain.js"],
-  deno: [
-    "deno",
-    "run",
-    "--unstable-net",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "bench/peers/plain.js",
-  ],
-  node: ["node", "bench/peers/plain.js"],
-};
+const entry = (runtime: BenchRuntime, args: string[]) => [...SHARDPORT[runtime], ...args];
+const plain = PLAIN;
 
 let certFiles: { dir: string; cert: string; key: string } | undefined;
 /** A self-signed P-256 certificate for the TLS rows, made once with openssl, removed at the end. */
@@ -168,7 +138,7 @@ function configs(): Config[] {
         runtime,
         shards,
         listeners: shards,
-        start: (port) => [launch(entry[runtime](["--shards", String(shards), "--port", String(port)]))],
+        start: (port) => [launch(entry(runtime, ["--shards", String(shards), "--port", String(port)]))],
       });
     }
     list.push({
@@ -177,7 +147,7 @@ function configs(): Config[] {
       shards: top,
       listeners: top,
       start: (port) => [
-        launch(entry[runtime](["--mode", "threads", "--shards", String(top), "--port", String(port)])),
+        launch(entry(runtime, ["--mode", "threads", "--shards", String(top), "--port", String(port)])),
       ],
     });
     list.push({
@@ -197,7 +167,7 @@ function configs(): Config[] {
       tls: true,
       start: (port) => [
         launch(
-          entry[runtime]([
+          entry(runtime, [
             ...["--shards", String(top), "--port", String(port)],
             ...["--tls-cert", benchCert().cert, "--tls-key", benchCert().key],
           ]),
@@ -227,24 +197,7 @@ function configs(): Config[] {
     listeners: 1,
     // One process: its isolates cannot be told apart in the responses.
     sharesHidden: true,
-    start: (port) => [
-      launch(
-        [
-          "deno",
-          "serve",
-          "--parallel",
-          "--allow-net",
-          "--allow-env",
-          "--allow-read",
-          "--host",
-          "127.0.0.1",
-          "--port",
-          String(port),
-          "bench/peers/deno-serve.js",
-        ],
-        { DENO_JOBS: String(top) },
-      ),
-    ],
+    start: (port) => [launch(denoServeParallel(port), { DENO_JOBS: String(top) })],
   });
   list.push({
     name: "node:cluster",

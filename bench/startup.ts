@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { type BenchRuntime, denoServeParallel, PLAIN, SHARDPORT } from "./commands.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const RESULTS = join(ROOT, "bench", "results");
@@ -29,7 +30,7 @@ const { values: opts } = parseArgs({
 });
 const rounds = Number(opts.rounds);
 
-type Runtime = "bun" | "deno" | "node";
+type Runtime = BenchRuntime;
 
 interface StartConfig {
   name: string;
@@ -41,28 +42,8 @@ interface StartConfig {
   command: (port: number) => { argv: string[]; env?: Record<string, string> };
 }
 
-const denoRun = ["deno", "run", "--unstable-net", "--unstable-worker-options", "--no-prompt"];
-const denoLauncher = [
-  ...denoRun,
-  "--allow-net",
-  "--allow-run",
-  "--allow-ffi",
-  "--allow-env",
-  "--allow-read",
-  "--allow-write",
-  "--allow-sys=uid,hostname",
-  "runtimes/deno.ts",
-];
-const shardport: Record<Runtime, string[]> = {
-  bun: ["bun", "runtimes/bun.ts"],
-  deno: denoLauncher,
-  node: ["node", "dist/node.js"],
-};
-const plain: Record<Runtime, string[]> = {
-  bun: ["bun", "bench/peers/plain.js"],
-  deno: [...denoRun, "--allow-net", "--allow-env", "--allow-read", "bench/peers/plain.js"],
-  node: ["node", "bench/peers/plain.js"],
-};
+const shardport = SHARDPORT;
+const plain = PLAIN;
 
 function configs(): StartConfig[] {
   const list: StartConfig[] = [];
@@ -112,19 +93,7 @@ function configs(): StartConfig[] {
     listeners: 0,
     restarts: false,
     command: (port) => ({
-      argv: [
-        "deno",
-        "serve",
-        "--parallel",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(port),
-        "bench/peers/deno-serve.js",
-      ],
+      argv: denoServeParallel(port),
       env: { DENO_JOBS: "2" },
     }),
   });
