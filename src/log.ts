@@ -1,57 +1,118 @@
 /**
  * Two outputs. `log`: the service's events (start, reloads, restarts, drains, warnings, the
- * access log), one JSON line each on stdout through pino, with time, level, shard index (null
- * for the launcher), pid, message and fields; a readable line instead (pino-pretty) when stdout
- * is a terminal or SHARDPORT_LOG_FORMAT=pretty. Each line is one synchronous write, so lines from
- * N shards sharing stdout never interleave mid-line (below the pipe's atomic 4 KiB).
+ * access log), one JSON line each on stdout, with time, level, shard index (null for the
+ * launcher), pid, message and fields; a readable line instead (pino-pretty) when stdout is a
+ * terminal or SHARDPORT_LOG_FORMAT=pretty. Each line is one synchronous write, so lines from N
+ * shards sharing stdout never interleave mid-line (below the pipe's atomic 4 KiB).
  * `say`: the command line's own answers and refusals, plain text, before anything serves.
+ *
+ * The JSON lines are written here, in pino's own layout (level label, ISO time, pid, shard,
+ * fields, message), without loading pino: pino and its dependencies cost about 6 MB in every
+ * process or thread that loads them (measured on Deno), the launcher included. Only the readable
+ * format loads pino and pino-pretty.
  * @module
  */
 import type { Logger, LoggerOptions } from "pino";
+
+// Deno's `process` global loads its Node compatibility layer, a few MB in every thread: on Deno
+// the logger asks Deno itself.
+interface DenoLog {
+  pid: number;
+  env: { get(name: string): string | undefined };
+  stdout: { isTerminal(): boolean; writeSync(bytes: Uint8Array): number };
+}
+const deno = (globalThis as { Deno?: DenoLog }).Deno;
 
 type Fields = Record<string, unknown>;
 type Level = "info" | "warn" | "error";
 
 let shard: number | null = null;
-let logger: Logger | undefined;
+let logger: Pick<Logger, Level> | ReturnType<typeof jsonLogger> | undefined;
 let loading: Promise<void> | undefined;
 let waiting: [Level, string, Fields][] = [];
 
+/** Writes one whole line to stdout, synchronously. */
+type WriteLine = (line: string) => void;
+
+async function lineWriter(): Promise<WriteLine> {
+  const encoder = new TextEncoder();
+  if (deno) {
+    return (line) => {
+      const bytes = encoder.encode(line);
+      for (let done = 0; done < bytes.length; ) done += deno.stdout.writeSync(bytes.subarray(done));
+    };
+  }
+  const { writeSync } = await import("node:fs");
+  const retry = <T>(write: () => T): T | 0 => {
+    try {
+      return write();
+    } catch (error) {
+      // A non-blocking stdout that is full for a moment: try again (as pino's sync mode does).
+      if ((error as { code?: string }).code !== "EAGAIN") throw error;
+      return 0;
+    }
+  };
+  return (line) => {
+    // The string as it is (no copy), the usual case: the whole line in one write.
+    const written = retry(() => writeSync(1, line));
+    if (written === line.length && !NON_ASCII.test(line)) return;
+    const bytes = encoder.encode(line);
+    for (let done = written; done < bytes.length; ) done += retry(() => writeSync(1, bytes, done));
+  };
+}
+
+/** Beyond ASCII, a line has more bytes than characters. */
+const NON_ASCII = /[\u0080-\uffff]/;
+
+/** pino's JSON layout (level, time, pid, shard, fields, message), written without pino. */
+function jsonLogger(pid: number, writeLine: WriteLine) {
+  const bindings = `,"pid":${pid},"shard":${JSON.stringify(shard)}`;
+  const line = (level: Level) => (fields: Fields, message: string) => {
+    const more = JSON.stringify(fields);
+    writeLine(
+      `{"level":"${level}","time":"${new Date().toISOString()}"${bindings}${more.length > 2 ? `,${more.slice(1, -1)}` : ""},"message":${JSON.stringify(message)}}\n`,
+    );
+  };
+  return { info: line("info"), warn: line("warn"), error: line("error") };
+}
+
 /**
- * Loads pino (and pino-pretty where wanted). The launcher awaits it at start; a shard loads it at
- * its first line, so that shards that never log do not carry a logger: memory counts N times.
+ * Gets the logger ready: the JSON writer, or pino with pino-pretty where wanted. The launcher
+ * awaits it at start; a shard at its first line, so that shards that never log carry nothing.
  */
 export function loadLog(): Promise<void> {
   loading ??= (async () => {
-    const { default: pino } = await import("pino");
-    const wantsPretty =
-      (process.env.SHARDPORT_LOG_FORMAT ?? (process.stdout.isTTY ? "pretty" : "json")) === "pretty";
-    const options: LoggerOptions = {
-      base: { pid: process.pid, shard },
-      messageKey: "message",
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-    };
-    if (wantsPretty) {
-      const { default: pretty } = await import("pino-pretty");
-      const stream = pretty({
-        sync: true,
-        destination: 1,
-        colorize: process.stdout.isTTY ?? false,
-        messageKey: "message",
-        translateTime: "HH:MM:ss.l",
-        singleLine: true,
-        messageFormat: (log, key) => `${log.shard === null ? "launcher" : `shard ${log.shard}`}: ${log[key]}`,
-        ignore: "shard",
-      });
-      logger = pino(options, stream);
-    } else {
-      logger = pino(options, pino.destination({ fd: 1, sync: true }));
-    }
+    const env = (name: string) => (deno ? deno.env.get(name) : process.env[name]);
+    const terminal = deno ? deno.stdout.isTerminal() : (process.stdout.isTTY ?? false);
+    const pid = deno ? deno.pid : process.pid;
+    const wantsPretty = (env("SHARDPORT_LOG_FORMAT") ?? (terminal ? "pretty" : "json")) === "pretty";
+    logger = wantsPretty ? await prettyLogger(pid, terminal) : jsonLogger(pid, await lineWriter());
     for (const [level, message, fields] of waiting) logger[level](fields, message);
     waiting = [];
   })();
   return loading;
+}
+
+/** pino with pino-pretty: readable lines, colored on a terminal. */
+async function prettyLogger(pid: number, colorize: boolean): Promise<Logger> {
+  const [{ default: pino }, { default: pretty }] = await Promise.all([import("pino"), import("pino-pretty")]);
+  const options: LoggerOptions = {
+    base: { pid, shard },
+    messageKey: "message",
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  };
+  const stream = pretty({
+    sync: true,
+    destination: 1,
+    colorize,
+    messageKey: "message",
+    translateTime: "HH:MM:ss.l",
+    singleLine: true,
+    messageFormat: (log, key) => `${log.shard === null ? "launcher" : `shard ${log.shard}`}: ${log[key]}`,
+    ignore: "shard",
+  });
+  return pino(options, stream);
 }
 
 /** Called once by a shard, before its first line, so that its lines carry its index. */
