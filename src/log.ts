@@ -43,36 +43,25 @@ async function lineWriter(): Promise<WriteLine> {
     };
   }
   const { writeSync } = await import("node:fs");
-  const retry = <T>(write: () => T): T | 0 => {
-    try {
-      return write();
-    } catch (error) {
-      // A non-blocking stdout that is full for a moment: try again (as pino's sync mode does).
-      if ((error as { code?: string }).code !== "EAGAIN") throw error;
-      return 0;
-    }
-  };
   return (line) => {
-    // The string as it is (no copy), the usual case: the whole line in one write.
-    const written = retry(() => writeSync(1, line));
-    if (written === line.length && !NON_ASCII.test(line)) return;
     const bytes = encoder.encode(line);
-    for (let done = written; done < bytes.length; ) done += retry(() => writeSync(1, bytes, done));
+    for (let done = 0; done < bytes.length; ) {
+      try {
+        done += writeSync(1, bytes, done);
+      } catch (error) {
+        // A non-blocking stdout that is full for a moment: try again (as pino's sync mode does).
+        if ((error as { code?: string }).code !== "EAGAIN") throw error;
+      }
+    }
   };
 }
 
-/** Beyond ASCII, a line has more bytes than characters. */
-const NON_ASCII = /[\u0080-\uffff]/;
-
-/** pino's JSON layout (level, time, pid, shard, fields, message), written without pino. */
+/** pino's JSON layout, written without pino. */
 function jsonLogger(pid: number, writeLine: WriteLine) {
-  const bindings = `,"pid":${pid},"shard":${JSON.stringify(shard)}`;
-  const line = (level: Level) => (fields: Fields, message: string) => {
-    const more = JSON.stringify(fields);
+  const line = (level: Level) => (fields: Fields, message: string) =>
     writeLine(
-      `{"level":"${level}","time":"${new Date().toISOString()}"${bindings}${more.length > 2 ? `,${more.slice(1, -1)}` : ""},"message":${JSON.stringify(message)}}\n`,
+      `${JSON.stringify({ level, time: new Date().toISOString(), pid, shard, ...fields, message })}\n`,
     );
-  };
   return { info: line("info"), warn: line("warn"), error: line("error") };
 }
 
