@@ -9,6 +9,7 @@ import { X509Certificate } from "node:crypto";
 import {
   chmodSync,
   copyFileSync,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   renameSync,
@@ -271,6 +272,28 @@ export function tlsRequest(
   });
 }
 
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * `rt` run as a user who cannot read a mode-000 file: this user, or, for root, root without the
+ * capabilities that bypass file permissions (setpriv drops them from the bounding set, so the
+ * launcher and everything it runs lack them; no other user has to reach the checkout). A string
+ * says why that cannot be done here.
+ */
+function asUser(rt: RuntimeUnderTest, unreadable: string): RuntimeUnderTest | string {
+  if (process.getuid?.() !== 0) return rt;
+  const drop = ["--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"];
+  try {
+    execFileSync("setpriv", [...drop, "--", "cat", unreadable], { stdio: "pipe" });
+    return "root still reads a mode-000 file after setpriv dropped CAP_DAC_OVERRIDE";
+  } catch (error) {
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? "");
+    if (!/Permission denied/.test(stderr))
+      return `setpriv cannot drop capabilities here: ${stderr.trim() || (error as Error).message}`;
+  }
+  return { ...rt, command: (args) => ["setpriv", ...drop, "--", ...rt.command(args)] };
+}
+
 export function httpsSuite(rt: RuntimeUnderTest): void {
   describe(`https on ${rt.name}`, () => {
     let certs: TestCerts;
@@ -282,6 +305,22 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       rmSync(certs.dir, { recursive: true, force: true });
     });
     const tlsArgs = () => ["--tls-cert", certs.chain, "--tls-key", certs.leafKey];
+    /** shardport with `args` must exit 2 with one `shardport:` line matching `message`, and log no key. */
+    const refuses = async (
+      runner: RuntimeUnderTest,
+      port: string,
+      args: string[],
+      message: RegExp,
+      env?: Record<string, string>,
+    ) => {
+      const proc = run(runner, ["--shards", "2", "--port", port, ...args], env);
+      const code = await proc.exited;
+      const lines = shardportLines(proc.output());
+      assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
+      assert.equal(lines.length, 1, `${args.join(" ")}: one line\n${proc.output()}`);
+      assert.match(lines[0], message);
+      for (const line of keyBody(certs.leafKey)) assert.ok(!proc.output().includes(line), "no key material");
+    };
 
     test("4 shards serve HTTPS: fresh TLS connections spread evenly, h2 by ALPN (curl, node:http2), the chain served whole, key never logged", async (t) => {
       const port = freshPort();
@@ -557,27 +596,43 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           { TLS_CERT: certs.chain, TLS_KEY: certs.otherKey },
         ],
       ];
-      if (process.getuid?.() !== 0) {
-        const unreadable = join(certs.dir, "unreadable.key");
-        writeFileSync(unreadable, readFileSync(certs.leafKey), { mode: 0o000 });
-        cases.push([
-          ["--tls-cert", certs.chain, "--tls-key", unreadable],
-          /TLS key .*unreadable\.key: not readable/,
-        ]);
-      }
-      await Promise.all(
-        cases.map(async ([args, message, env]) => {
-          const proc = run(rt, ["--shards", "2", "--port", port, ...args], env);
-          const code = await proc.exited;
-          const lines = shardportLines(proc.output());
-          assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
-          assert.equal(lines.length, 1, `${args.join(" ")}: one line\n${proc.output()}`);
-          assert.match(lines[0], message);
-          for (const line of keyBody(certs.leafKey))
-            assert.ok(!proc.output().includes(line), "no key material");
-        }),
-      );
+      await Promise.all(cases.map(([args, message, env]) => refuses(rt, port, args, message, env)));
       assert.ok(await portIsFree(Number(port)), "no shard started");
+    });
+
+    test("files the launcher cannot read (as root: with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped): one line naming the file, exit 2, nothing listening", async (t) => {
+      const dir = mkdtempSync(join(certs.dir, "unreadable-"));
+      const key = join(dir, "unreadable.key");
+      const cert = join(dir, "unreadable.pem");
+      const closed = join(dir, "closed");
+      writeFileSync(key, readFileSync(certs.leafKey), { mode: 0o000 });
+      writeFileSync(cert, readFileSync(certs.chain), { mode: 0o000 });
+      mkdirSync(closed);
+      copyFileSync(certs.leafKey, join(closed, "leaf.key"));
+      chmodSync(closed, 0o000);
+      try {
+        const user = asUser(rt, key);
+        if (typeof user === "string") return t.skip(user);
+        const port = String(freshPort());
+        const cases: [string, string, string][] = [
+          [certs.chain, key, `TLS key ${key}`],
+          [cert, certs.leafKey, `TLS certificate ${cert}`],
+          [certs.chain, join(closed, "leaf.key"), `TLS key ${closed}/leaf.key`],
+        ];
+        await Promise.all(
+          cases.map(([certFile, keyFile, what]) =>
+            refuses(
+              user,
+              port,
+              ["--tls-cert", certFile, "--tls-key", keyFile],
+              new RegExp(`^${escapeRegExp(`shardport: error: ${what}: not readable (permission denied)`)}$`),
+            ),
+          ),
+        );
+        assert.ok(await portIsFree(Number(port)), "no shard started");
+      } finally {
+        chmodSync(closed, 0o700);
+      }
     });
 
     test("deploy/: the container entrypoint serves HTTPS from TLS_CERT and TLS_KEY, probes answer over TLS", async () => {
