@@ -429,11 +429,18 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    test("--watch: a renewed certificate (a swapped symlink, then a file moved over it) reloads the shards; every new TLS connection then gets it", async (t) => {
-      // As certbot renews: the served path is a symlink, pointed at a new file. Then as the README
-      // says: a new file moved over the path. The key stays; the certificate has a new serial.
-      const cert = join(certs.dir, `watched-${rt.name}.pem`);
-      symlinkSync(signLeaf(certs.dir, `renewed-${rt.name}-0.pem`), cert);
+    test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it) reloads the shards; every new TLS connection then gets it", async (t) => {
+      // The key stays; each renewal is a certificate with a new serial. First, laid out as the
+      // kubelet mounts a Secret: tls.crt -> ..data/tls.crt, ..data -> ..v0, updated by swapping ..data.
+      const secret = mkdtempSync(join(certs.dir, `secret-${rt.name}-`));
+      const version = (n: number) => {
+        mkdirSync(join(secret, `..v${n}`));
+        copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-${n}.pem`), join(secret, `..v${n}`, "tls.crt"));
+        return `..v${n}`;
+      };
+      symlinkSync(version(0), join(secret, "..data"));
+      const cert = join(secret, "tls.crt");
+      symlinkSync("..data/tls.crt", cert);
       const app = await start(rt, [
         "--shards",
         "2",
@@ -445,47 +452,59 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
         certs.leafKey,
         "--watch",
       ]);
-      assert.match(app.output(), /watching .*, .*watched-\w+\.pem, .*leaf\.key for changes/);
-      const traffic = load(app.url, { concurrency: 2 });
+      assert.match(app.output(), /watching .*, .*tls\.crt, .*leaf\.key for changes/);
       const renewals: [string, () => void][] = [
+        ["Secret updated", () => replaceBy(join(secret, "..data"), (next) => symlinkSync(version(1), next))],
+        // certbot: live/…/cert.pem is a symlink, pointed at a new file in archive/.
         [
           "symlink swapped",
-          () => replaceBy(cert, (next) => symlinkSync(signLeaf(certs.dir, `renewed-${rt.name}-1.pem`), next)),
+          () => replaceBy(cert, (next) => symlinkSync(signLeaf(certs.dir, `renewed-${rt.name}-2.pem`), next)),
         ],
+        // As the README says: a new file written beside it, moved over the path.
         [
           "file moved over",
           () =>
-            replaceBy(cert, (next) => copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-2.pem`), next)),
+            replaceBy(cert, (next) => copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-3.pem`), next)),
         ],
       ];
-      for (const [index, [how, renew]] of renewals.entries()) {
-        const old = fingerprintOf(cert);
-        renew();
-        const fresh = fingerprintOf(cert);
-        assert.notEqual(fresh, old);
-        const served = async () => (await get(app.url).catch(() => undefined))?.fingerprint === fresh;
-        assert.ok(
-          await eventually(served, 10_000),
-          `${how}: a new TLS connection gets the new certificate within 10 s\n${app.output()}`,
-        );
-        await app.waitFor(
-          new RegExp(`reload done: 2 shards replaced in \\d+ ms \\(generation ${index + 1}\\)`),
-        );
-        for (let i = 0; i < 10; i++)
-          assert.equal(
-            (await get(app.url)).fingerprint,
-            fresh,
-            `${how}: every new connection after the reload`,
+      const traffic = load(app.url, { concurrency: 2 });
+      try {
+        for (const [index, [how, renew]] of renewals.entries()) {
+          const old = fingerprintOf(cert);
+          renew();
+          const fresh = fingerprintOf(cert);
+          assert.notEqual(fresh, old);
+          const served = async () => (await get(app.url).catch(() => undefined))?.fingerprint === fresh;
+          assert.ok(
+            await eventually(served, 10_000),
+            `${how}: a new TLS connection gets the new certificate within 10 s\n${app.output()}`,
           );
+          await app.waitFor(
+            new RegExp(`reload done: 2 shards replaced in \\d+ ms \\(generation ${index + 1}\\)`),
+          );
+          // Once the old shards are gone, no connection can reach one (nor be reset as it closes).
+          assert.ok(
+            await eventually(() => childrenOf(app.launcherPid).length === 2, 10_000),
+            "old shards gone",
+          );
+          for (let i = 0; i < 10; i++)
+            assert.equal(
+              (await get(app.url)).fingerprint,
+              fresh,
+              `${how}: every new connection after the reload`,
+            );
+        }
+      } finally {
+        await traffic.stop();
       }
-      const stats = await traffic.stop();
-      const reloads = app.output().match(/watch: .*watched-\w+\.pem changed, reloading/g) ?? [];
-      assert.equal(reloads.length, 2, "one reload per renewal");
+      const reloads = app.output().match(/watch: .*tls\.crt changed, reloading/g) ?? [];
+      assert.equal(reloads.length, renewals.length, "one reload per renewal");
       // Without tcp_migrate_req=1 (the fault suite's namespace sets it), a closing listener's
       // queue may be reset: counted, checked only where the kernel migrates it.
+      const { stats } = traffic;
       const migrates = readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim() === "1";
       t.diagnostic(
-        `${rt.name}: ${stats.ok} ok, ${stats.failed} failed during 2 reloads by --watch (tcp_migrate_req ${migrates ? 1 : 0})`,
+        `${rt.name}: ${stats.ok} ok, ${stats.failed} failed during ${renewals.length} reloads by --watch (tcp_migrate_req ${migrates ? 1 : 0})`,
       );
       if (migrates) assert.equal(stats.failed, 0, stats.errors.join("; "));
       assert.equal(stats.non2xx, 0);
