@@ -454,7 +454,13 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       ]);
       assert.match(app.output(), /watching .*, .*tls\.crt, .*leaf\.key for changes/);
       const renewals: [string, () => void][] = [
-        ["Secret updated", () => replaceBy(join(secret, "..data"), (next) => symlinkSync(version(1), next))],
+        [
+          "Secret updated",
+          () => {
+            replaceBy(join(secret, "..data"), (next) => symlinkSync(version(1), next));
+            rmSync(join(secret, "..v0"), { recursive: true }); // as the kubelet does
+          },
+        ],
         // certbot: live/…/cert.pem is a symlink, pointed at a new file in archive/.
         [
           "symlink swapped",
