@@ -288,7 +288,7 @@ function asUser(rt: RuntimeUnderTest, unreadable: string): RuntimeUnderTest | st
     return "root still reads a mode-000 file after setpriv dropped CAP_DAC_OVERRIDE";
   } catch (error) {
     const stderr = String((error as { stderr?: Buffer }).stderr ?? "");
-    if (!/Permission denied/.test(stderr))
+    if (!/^cat: .*: Permission denied$/m.test(stderr))
       return `setpriv cannot drop capabilities here: ${stderr.trim() || (error as Error).message}`;
   }
   return { ...rt, command: (args) => ["setpriv", ...drop, "--", ...rt.command(args)] };
