@@ -265,7 +265,9 @@ export async function launch(
   });
   stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
-  const takeover = await guard(runtime, config, readProcFile(runtime));
+  // The early shard (src/launcher/early.ts) may listen already: its socket is ours.
+  const own = early?.handle.pid === undefined ? [] : [early.handle.pid];
+  const takeover = await guard(runtime, config, readProcFile(runtime), own);
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,

@@ -41,8 +41,9 @@ export async function guard(
   runtime: Runtime,
   config: Config,
   readText: ReadText,
+  own: number[] = [],
 ): Promise<Takeover | undefined> {
-  const old = await guardPort(runtime, config, readText);
+  const old = await guardPort(runtime, config, readText, own);
   return old && new Takeover(old, config);
 }
 
@@ -75,19 +76,26 @@ type Owner =
 /**
  * Runs the guard (Linux; elsewhere there is no /proc to read). Resolves with the launcher to
  * take over (--takeover), or undefined to start as usual; throws a LaunchError (exit 1) naming
- * the holder of the port.
+ * the holder of the port. Sockets of the `own` pids (this launcher's early shard, see
+ * src/launcher/early.ts, which may already listen) are not someone else's.
  */
 export async function guardPort(
   runtime: Runtime,
   config: Config,
   readText: ReadText,
+  own: number[] = [],
 ): Promise<OldLauncher | undefined> {
   if (process.platform !== "linux" || config.join) return undefined;
   const mine = await addressesOf(config.host);
-  const listeners = tcpListeners(config.port, readText).filter(
+  let listeners = tcpListeners(config.port, readText).filter(
     (listener) =>
       !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
   );
+  if (listeners.length > 0 && own.length > 0) {
+    const links = (runtime.socketLinks ?? readSocketLinks)();
+    const ours = new Set(links.filter((link) => own.includes(link.pid)).map((link) => link.inode));
+    listeners = listeners.filter((listener) => !ours.has(listener.inode));
+  }
   if (listeners.length === 0) {
     if (config.takeover)
       log.info(`--takeover: nothing serves ${config.host}:${config.port}: starting as usual`);
