@@ -170,7 +170,8 @@ interface Sample {
   restartMs: number;
 }
 
-let nextPort = 26001;
+// SHARDPORT_TEST_PORT_BASE moves the ports, as for the tests (two runs on one machine).
+let nextPort = Number(process.env.SHARDPORT_TEST_PORT_BASE ?? 26000) + 1;
 
 async function measure(config: StartConfig): Promise<Sample> {
   const port = nextPort++;

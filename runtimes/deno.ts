@@ -239,6 +239,14 @@ export const deno: Runtime = {
       JSON.parse(env[SHARD_ENV] ?? "{}"),
     ),
   listen: listenDeno,
+  async canBind(hostname, port) {
+    try {
+      Deno.listen({ hostname, port }).close();
+      return true;
+    } catch {
+      return false;
+    }
+  },
   spawnThread: (spec) => new DenoThread(spec),
   memoryUsage: denoMemory,
   readProc,

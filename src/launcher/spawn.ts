@@ -7,10 +7,19 @@ import { pathToFileURL } from "node:url";
 import { SHARD_ENV, type ShardSpec } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
-import { ThreadShard } from "./threads.ts";
+
+let threads: typeof import("./threads.ts") | undefined;
+
+/**
+ * Loads threads mode's handle (node:worker_threads): before the first shard thread starts, and
+ * only in threads mode, so that the launcher's path to its first shard process does not load it.
+ */
+export async function loadThreads(): Promise<void> {
+  threads ??= await import("./threads.ts");
+}
 
 export function shardSpec(config: Config, index: number, generation: number): ShardSpec {
-  const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls } = config;
+  const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls, mode } = config;
   return {
     index,
     generation,
@@ -23,6 +32,7 @@ export function shardSpec(config: Config, index: number, generation: number): Sh
     metrics: metricsPort !== undefined,
     accessLog,
     tls,
+    thread: mode === "threads",
   };
 }
 
@@ -31,6 +41,11 @@ export function spawnShard(runtime: Runtime, config: Config, spec: ShardSpec): S
   const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
   const { host, port, app, tls } = config;
   return config.mode === "threads"
-    ? (runtime.spawnThread?.(spec) ?? new ThreadShard(runtime.entry, env))
+    ? (runtime.spawnThread?.(spec) ?? new (threadShard())(runtime.entry, env))
     : runtime.spawnShard(env, { host, port, app, tls });
+}
+
+function threadShard() {
+  if (!threads) throw new Error("threads mode: loadThreads() first");
+  return threads.ThreadShard;
 }
