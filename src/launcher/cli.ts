@@ -265,9 +265,8 @@ export async function launch(
   });
   stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
-  // The early shard (src/launcher/early.ts) may listen already: its socket is ours.
-  const own = early?.handle.pid === undefined ? [] : [early.handle.pid];
-  const takeover = await guard(runtime, config, readProcFile(runtime), own);
+  // An early shard (src/launcher/early.ts) means that its bind probe found the port free.
+  const takeover = await guard(runtime, config, readProcFile(runtime), early !== undefined);
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,
