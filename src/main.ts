@@ -6,6 +6,7 @@
  */
 import { say } from "./log.ts";
 import { SHARD_ENV } from "./protocol.ts";
+import type { ShardRuntime } from "./shard/shard.ts";
 import type { Runtime } from "./types.ts";
 
 /**
@@ -28,14 +29,8 @@ export const demoAppBeside = (entryUrl: string): string =>
 /** The entry point of every runtime; an unexpected error ends the process with exit 1. */
 export async function main(runtime: Runtime, defaultApp: string): Promise<void> {
   try {
-    const shardSpec = process.env[SHARD_ENV];
-    if (shardSpec) {
-      const [{ runShard }, { launcherChannel }] = await Promise.all([
-        import("./shard/shard.ts"),
-        import("./shard/channel.ts"),
-      ]);
-      const spec = JSON.parse(shardSpec);
-      await runShard(runtime, spec, launcherChannel(spec));
+    if (process.env[SHARD_ENV]) {
+      await shardMain(runtime);
     } else {
       // Signals first, before anything else of the launcher loads (see launcher/signals.ts).
       const { LauncherSignals } = await import("./launcher/signals.ts");
@@ -46,6 +41,25 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       const { runLauncher } = await import("./launcher/cli.ts");
       await runLauncher(runtime, defaultApp, signals, early);
     }
+  } catch (error) {
+    say.error(`unexpected: ${(error as Error)?.stack ?? error}`);
+    process.exit(1);
+  }
+}
+
+/**
+ * A shard process or thread: the shard side only (src/shard/), the spec from SHARD_ENV. Also the
+ * whole of a Deno shard process's entry (runtimes/deno-shard.ts); an unexpected error ends the
+ * process with exit 1.
+ */
+export async function shardMain(runtime: ShardRuntime): Promise<void> {
+  try {
+    const [{ runShard }, { launcherChannel }] = await Promise.all([
+      import("./shard/shard.ts"),
+      import("./shard/channel.ts"),
+    ]);
+    const spec = JSON.parse(process.env[SHARD_ENV] ?? "");
+    await runShard(runtime, spec, launcherChannel(spec));
   } catch (error) {
     say.error(`unexpected: ${(error as Error)?.stack ?? error}`);
     process.exit(1);
