@@ -3,7 +3,6 @@
  * Used by the supervisor for every shard, and by src/launcher/early.ts for the first one.
  * @module
  */
-import { pathToFileURL } from "node:url";
 import { SHARD_ENV, type ShardSpec } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
@@ -18,6 +17,12 @@ export async function loadThreads(): Promise<void> {
   threads ??= await import("./threads.ts");
 }
 
+/**
+ * An absolute path as a file: URL that decodes back to it, as node:url's pathToFileURL makes it on
+ * POSIX, without loading node:url on the way to the first shard (2 to 3 ms of CPU on Bun).
+ */
+const fileUrl = (path: string) => `file://${encodeURI(path).replace(/[?#]/g, encodeURIComponent)}`;
+
 export function shardSpec(config: Config, index: number, generation: number): ShardSpec {
   const { host, port, app, http, drainTimeoutMs, metricsPort, accessLog, tls, mode } = config;
   return {
@@ -26,7 +31,7 @@ export function shardSpec(config: Config, index: number, generation: number): Sh
     host,
     port,
     app,
-    appUrl: pathToFileURL(app).href,
+    appUrl: fileUrl(app),
     http,
     drainTimeoutMs,
     metrics: metricsPort !== undefined,
