@@ -21,6 +21,9 @@ import type { ListenTurn, ThreadExit } from "./deno-thread.ts";
 // (imported from JSR), which `deno run` and Worker take as well.
 const local = import.meta.url.startsWith("file:");
 const entry = local ? fileURLToPath(import.meta.url) : import.meta.url;
+/** A shard process's entry: runtimes/deno-shard.ts, or dist/deno-shard.js beside a bundled entry. */
+const shardUrl = new URL(`./deno-shard.${import.meta.url.endsWith(".js") ? "js" : "ts"}`, import.meta.url);
+const shardEntry = local ? fileURLToPath(shardUrl) : shardUrl.href;
 /** The package's root folder (shards may read it), where it is one. */
 const root = local ? dirname(dirname(entry)) : undefined;
 
@@ -232,13 +235,21 @@ export const deno: Runtime = {
   version: Deno.version.deno,
   spawnShard: (env, access) =>
     stopsListenerOnDrain(
-      spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), entry], {
+      spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), shardEntry], {
         stdio: SHARD_STDIO,
         env,
       }),
       JSON.parse(env[SHARD_ENV] ?? "{}"),
     ),
   listen: listenDeno,
+  async canBind(hostname, port) {
+    try {
+      Deno.listen({ hostname, port }).close();
+      return true;
+    } catch {
+      return false;
+    }
+  },
   spawnThread: (spec) => new DenoThread(spec),
   memoryUsage: denoMemory,
   readProc,

@@ -5,14 +5,12 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import cluster from "node:cluster";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import type { Runtime } from "../src/types.ts";
-import { listenNodeHttp } from "./node-http.ts";
 
 const entry = fileURLToPath(import.meta.url);
 
@@ -33,6 +31,8 @@ export const node: Runtime = {
     : `Node ${version} silently ignores listen({ reusePort }) (it needs 22.12+ or 23.1+)`,
   spawnShard(env) {
     if (this.reusePortGap) {
+      // Its module object is the cluster itself (CommonJS), loaded only for this fallback.
+      const cluster = process.getBuiltinModule("node:cluster") as unknown as import("node:cluster").Cluster;
       cluster.setupPrimary({ exec: entry, stdio: SHARD_STDIO });
       const worker = cluster.fork(env);
       // The Worker re-emits its process's errors (an EPIPE when a drain message meets a closing
@@ -42,8 +42,10 @@ export const node: Runtime = {
     }
     return spawn(process.execPath, [...process.execArgv, entry], { stdio: SHARD_STDIO, env });
   },
-  // --http native and node are the same server here.
-  listen: listenNodeHttp,
+  // --http native and node are the same server here. Loaded by the shard that listens: the
+  // launcher never loads @hono/node-server and node:http2 (about 40 ms of CPU on its way to
+  // spawning the first shard).
+  listen: async (options) => (await import("./node-http.ts")).listenNodeHttp(options),
   async loadTypeScript() {
     // Node 22.18+ strips types itself; older ones need tsx's loader.
     if ((process.features as { typescript?: unknown }).typescript) return;

@@ -4,32 +4,33 @@
  * a shard never loads the launcher's code and the launcher never loads the app.
  * @module
  */
-import { fileURLToPath } from "node:url";
-import { isMainThread } from "node:worker_threads";
 import { say } from "./log.ts";
 import { SHARD_ENV } from "./protocol.ts";
+import type { ShardRuntime } from "./shard/shard.ts";
 import type { Runtime } from "./types.ts";
 
-/** True in a shard thread (threads mode): the runtime entry then runs as a shard, not a launcher. */
-export const isShardThread = () => !isMainThread && Boolean(process.env[SHARD_ENV]);
+/**
+ * True in a shard thread (threads mode): the runtime entry then runs as a shard, not a launcher.
+ * node:worker_threads is loaded only when asked (a module that is not the entry): a shard process
+ * does not load it before it listens (about 5 ms of CPU on Bun).
+ */
+export const isShardThread = () =>
+  Boolean(process.env[SHARD_ENV]) && !process.getBuiltinModule("node:worker_threads").isMainThread;
 
 /**
- * The demo app beside a runtime entry: `dist/app.js` beside a bundled entry (`dist/<runtime>.js`,
- * what the npm package runs), else `src/app.ts`.
+ * The demo app beside a runtime entry (a file: URL): `dist/app.js` beside a bundled entry
+ * (`dist/<runtime>.js`, what the npm package runs), else `src/app.ts`. The path is the URL's
+ * decoded path, as node:url's fileURLToPath gives on POSIX, without loading node:url in every
+ * shard (Bun).
  */
 export const demoAppBeside = (entryUrl: string): string =>
-  fileURLToPath(new URL(entryUrl.endsWith(".js") ? "./app.js" : "../src/app.ts", entryUrl));
+  decodeURIComponent(new URL(entryUrl.endsWith(".js") ? "./app.js" : "../src/app.ts", entryUrl).pathname);
 
 /** The entry point of every runtime; an unexpected error ends the process with exit 1. */
 export async function main(runtime: Runtime, defaultApp: string): Promise<void> {
   try {
-    const shardSpec = process.env[SHARD_ENV];
-    if (shardSpec) {
-      const [{ runShard }, { launcherChannel }] = await Promise.all([
-        import("./shard/shard.ts"),
-        import("./shard/channel.ts"),
-      ]);
-      await runShard(runtime, JSON.parse(shardSpec), launcherChannel());
+    if (process.env[SHARD_ENV]) {
+      await shardMain(runtime);
     } else {
       // Signals first, before anything else of the launcher loads (see launcher/signals.ts).
       const { LauncherSignals } = await import("./launcher/signals.ts");
@@ -40,6 +41,25 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       const { runLauncher } = await import("./launcher/cli.ts");
       await runLauncher(runtime, defaultApp, signals, early);
     }
+  } catch (error) {
+    say.error(`unexpected: ${(error as Error)?.stack ?? error}`);
+    process.exit(1);
+  }
+}
+
+/**
+ * A shard process or thread: the shard side only (src/shard/), the spec from SHARD_ENV. Also the
+ * whole of a Deno shard process's entry (runtimes/deno-shard.ts); an unexpected error ends the
+ * process with exit 1.
+ */
+export async function shardMain(runtime: ShardRuntime): Promise<void> {
+  try {
+    const [{ runShard }, { launcherChannel }] = await Promise.all([
+      import("./shard/shard.ts"),
+      import("./shard/channel.ts"),
+    ]);
+    const spec = JSON.parse(process.env[SHARD_ENV] ?? "");
+    await runShard(runtime, spec, launcherChannel(spec));
   } catch (error) {
     say.error(`unexpected: ${(error as Error)?.stack ?? error}`);
     process.exit(1);

@@ -32,6 +32,8 @@ export interface ShardSpec {
    * Paths only: the session-ticket keys come over the channel (`ticket-keys?`), never in here.
    */
   tls?: { cert: string; key: string };
+  /** A thread of the launcher (threads mode), not a process of its own. */
+  thread: boolean;
 }
 
 /** A shard's answer to a stats request. `metrics` is prom-client's getMetricsAsJSON(). */

@@ -85,6 +85,11 @@ export interface Runtime {
   readonly reusePortGap?: string;
   /** Why a --http choice cannot work on this runtime, for each one that cannot. */
   readonly refusesHttp?: Partial<Record<HttpServer, string>>;
+  /**
+   * Whether a listener without SO_REUSEPORT could bind host:port now (then nothing listens
+   * there), through the runtime's own sockets; without it, node:net answers.
+   */
+  canBind?(host: string, port: number): Promise<boolean>;
   /** Reads a /proc or /sys file where the runtime's fs cannot (Deno guards them behind -A). */
   readProc?(path: string): string;
   /** Pid and inode of every socket in /proc/PID/fd, where the runtime's fs cannot read them (Deno). */

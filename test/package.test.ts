@@ -216,7 +216,12 @@ describe("published packages, from a clean clone", () => {
       for (const path of Object.values(conditions)) wanted.push(path.replace(/^\.\//, ""));
       assert.ok(conditions.types?.endsWith(".d.ts"), `${name} has declarations`);
     }
-    wanted.push("dist/deno-thread.js", "dist/app.js", "src/launcher/dashboard-page/index.html");
+    wanted.push(
+      "dist/deno-thread.js",
+      "dist/deno-shard.js",
+      "dist/app.js",
+      "src/launcher/dashboard-page/index.html",
+    );
     for (const path of wanted) assert.ok(found.packed.includes(path), `${path} is in the npm package`);
     for (const path of found.packed)
       assert.match(

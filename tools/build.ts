@@ -1,7 +1,7 @@
 /**
  * `npm run build` (and `prepack`, so a packed tarball always has it): dist/, what the npm package
  * runs. Node, Bun and Deno all refuse to strip types under node_modules, so every runtime gets
- * bundled JavaScript: dist/{node,bun,deno,deno-thread}.js (the runtime entries, sharing chunks,
+ * bundled JavaScript: dist/{node,bun,deno,deno-thread,deno-shard}.js (the runtime entries, sharing chunks,
  * dependencies left to node_modules), dist/health.js and dist/shard.js (the app's imports),
  * dist/app.js (the demo app, Hono bundled in) and dist/types/ (declarations for every export).
  * @module
@@ -32,6 +32,7 @@ await build({
     bun: "runtimes/bun.ts",
     deno: "runtimes/deno.ts",
     "deno-thread": "runtimes/deno-thread.ts",
+    "deno-shard": "runtimes/deno-shard.ts",
     health: "src/shard/health.ts",
     shard: "src/shard/info.ts",
   },

@@ -265,7 +265,8 @@ export async function launch(
   });
   stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
-  const takeover = await guard(runtime, config, readProcFile(runtime));
+  // An early shard (src/launcher/early.ts) means that its bind probe found the port free.
+  const takeover = await guard(runtime, config, readProcFile(runtime), early !== undefined);
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,

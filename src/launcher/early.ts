@@ -9,10 +9,9 @@
  * @module
  */
 import { statSync } from "node:fs";
-import { createServer } from "node:net";
 import type { Runtime, ShardHandle } from "../types.ts";
 import { parseConfig } from "./config.ts";
-import { shardSpec, spawnShard } from "./spawn.ts";
+import { loadThreads, shardSpec, spawnShard } from "./spawn.ts";
 
 /** A shard started early, with what it said before the supervisor listened. */
 export interface EarlyShard {
@@ -27,9 +26,12 @@ const RECORDED = ["message", "exit", "close", "error"] as const;
  * True when a plain listener (no SO_REUSEPORT) can bind host:port for a moment: then no socket
  * listens there, on this address or on an overlapping one (0.0.0.0, ::), whoever owns it. Asked
  * of the kernel by bind(), not read from /proc/net/tcp, which lists every connection (TIME_WAIT
- * included) and takes milliseconds on a busy machine.
+ * included) and takes milliseconds on a busy machine. Through the runtime's own listener where it
+ * has one (Bun, Deno: node:net costs them 5 to 10 ms to load), else node:net.
  */
-function nothingListens(host: string, port: number): Promise<boolean> {
+async function nothingListens(runtime: Runtime, host: string, port: number): Promise<boolean> {
+  if (runtime.canBind) return runtime.canBind(host, port);
+  const { createServer } = await import("node:net");
   return new Promise((resolve) => {
     const probe = createServer();
     probe.once("error", () => resolve(false));
@@ -59,7 +61,8 @@ export async function startEarly(
   } catch {
     return undefined;
   }
-  if (!(await nothingListens(config.host, config.port))) return undefined;
+  if (!(await nothingListens(runtime, config.host, config.port))) return undefined;
+  if (config.mode === "threads") await loadThreads();
   const handle = spawnShard(runtime, config, shardSpec(config, 0, 0));
   const recorded: [string, unknown[]][] = [];
   const recorders = RECORDED.map((name) => {

@@ -41,8 +41,9 @@ export async function guard(
   runtime: Runtime,
   config: Config,
   readText: ReadText,
+  probedFree = false,
 ): Promise<Takeover | undefined> {
-  const old = await guardPort(runtime, config, readText);
+  const old = await guardPort(runtime, config, readText, probedFree);
   return old && new Takeover(old, config);
 }
 
@@ -75,19 +76,25 @@ type Owner =
 /**
  * Runs the guard (Linux; elsewhere there is no /proc to read). Resolves with the launcher to
  * take over (--takeover), or undefined to start as usual; throws a LaunchError (exit 1) naming
- * the holder of the port.
+ * the holder of the port. `probedFree`: the early bind probe (src/launcher/early.ts) found nothing
+ * listening, so there is no one to name or take over; /proc/net/tcp is not read (on a busy
+ * machine it lists tens of thousands of connections and takes a CPU's tenths of a second), and
+ * the early shard's own socket, which may listen by now, is not taken for someone else's.
  */
 export async function guardPort(
   runtime: Runtime,
   config: Config,
   readText: ReadText,
+  probedFree = false,
 ): Promise<OldLauncher | undefined> {
   if (process.platform !== "linux" || config.join) return undefined;
-  const mine = await addressesOf(config.host);
-  const listeners = tcpListeners(config.port, readText).filter(
-    (listener) =>
-      !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
-  );
+  const mine = probedFree ? undefined : await addressesOf(config.host);
+  const listeners = probedFree
+    ? []
+    : tcpListeners(config.port, readText).filter(
+        (listener) =>
+          !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
+      );
   if (listeners.length === 0) {
     if (config.takeover)
       log.info(`--takeover: nothing serves ${config.host}:${config.port}: starting as usual`);

@@ -18,7 +18,7 @@ import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
 import type { EarlyShard } from "./early.ts";
 import { event } from "./events.ts";
-import { shardSpec, spawnShard } from "./spawn.ts";
+import { loadThreads, shardSpec, spawnShard } from "./spawn.ts";
 
 /** A shard did not become ready; `code` is the listen error's (EADDRINUSE...) if there was one. */
 export class ShardStartError extends Error {
@@ -293,6 +293,7 @@ export class Supervisor {
    */
   async start(): Promise<void> {
     try {
+      if (this.config.mode === "threads") await loadThreads();
       const shards = this.slots.map((_, index) => this.spawn(index, this.generation, true));
       shards.forEach((shard, index) => {
         this.slots[index] = shard;

@@ -1,9 +1,10 @@
 /**
  * How a shard process or a node:worker_threads shard thread talks to its launcher. (A Deno
  * shard thread is a Deno Worker and brings its own channel: runtimes/deno-thread.ts.)
+ * A process shard never loads node:worker_threads: its spec says whether it is a thread.
  * @module
  */
-import { isMainThread, parentPort } from "node:worker_threads";
+import type { ShardSpec } from "../protocol.ts";
 import type { LauncherChannel } from "./shard.ts";
 
 /** A child process: the IPC channel on fd 3. */
@@ -21,13 +22,17 @@ const processChannel = (): LauncherChannel => ({
 });
 
 /** A node:worker_threads thread: process.exit there ends only the thread. */
-const threadChannel = (): LauncherChannel => ({
-  ownsProcess: false,
-  pid: process.pid,
-  send: async (message) => parentPort?.postMessage(message),
-  onMessage: (listener) => parentPort?.on("message", listener),
-  onGone: () => {},
-  exit: (code) => process.exit(code),
-});
+const threadChannel = (): LauncherChannel => {
+  const { parentPort } = process.getBuiltinModule("node:worker_threads");
+  return {
+    ownsProcess: false,
+    pid: process.pid,
+    send: async (message) => parentPort?.postMessage(message),
+    onMessage: (listener) => parentPort?.on("message", listener),
+    onGone: () => {},
+    exit: (code) => process.exit(code),
+  };
+};
 
-export const launcherChannel = (): LauncherChannel => (isMainThread ? processChannel() : threadChannel());
+export const launcherChannel = (spec: ShardSpec): LauncherChannel =>
+  spec.thread ? threadChannel() : processChannel();
