@@ -6,7 +6,17 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,9 +26,11 @@ import { parseAllDocuments } from "yaml";
 import {
   childrenOf,
   chiSquaredUniformP,
+  eventually,
   freshPort,
   get,
   killLeftovers,
+  load,
   portIsFree,
   ROOT,
   type RuntimeUnderTest,
@@ -68,24 +80,7 @@ export function makeCerts(): TestCerts {
   );
   openssl("req", "-new", ...EC, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost");
   writeFileSync(at("leaf.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  openssl(
-    "x509",
-    "-req",
-    "-in",
-    "leaf.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    "leaf.ext",
-    "-out",
-    "leaf.pem",
-  );
-  writeFileSync(at("chain.pem"), readFileSync(at("leaf.pem"), "utf8") + readFileSync(at("ca.pem"), "utf8"));
+  signLeaf(dir, "chain.pem");
   openssl(
     "req",
     "-x509",
@@ -143,6 +138,47 @@ export function makeCerts(): TestCerts {
     notPem: at("not-pem.txt"),
     sibling: at("sibling.txt"),
   };
+}
+
+/**
+ * Signs the leaf's request (leaf.csr, key leaf.key) with the test CA again, with a new serial: a
+ * renewed certificate for the same key, written to `name` in `dir` as a chain (leaf, then CA).
+ */
+export function signLeaf(dir: string, name: string): string {
+  execFileSync(
+    "openssl",
+    [
+      "x509",
+      "-req",
+      "-in",
+      "leaf.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      "leaf.ext",
+      "-out",
+      "leaf.pem",
+    ],
+    { cwd: dir, stdio: "pipe" },
+  );
+  const path = join(dir, name);
+  writeFileSync(
+    path,
+    readFileSync(join(dir, "leaf.pem"), "utf8") + readFileSync(join(dir, "ca.pem"), "utf8"),
+  );
+  return path;
+}
+
+/** Replaces `path` in one rename, as a deploy should: `make` writes the new file (or symlink) beside it. */
+function replaceBy(path: string, make: (next: string) => void): void {
+  const next = `${path}.next`;
+  make(next);
+  renameSync(next, path);
 }
 
 /** SHA-256 fingerprint of a PEM certificate file, as Node prints it (`AB:CD:…`). */
@@ -236,6 +272,28 @@ export function tlsRequest(
   });
 }
 
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * `rt` run as a user who cannot read a mode-000 file: this user, or, for root, root without the
+ * capabilities that bypass file permissions (setpriv drops them from the bounding set, so the
+ * launcher and everything it runs lack them; no other user has to reach the checkout). A string
+ * says why that cannot be done here.
+ */
+function asUser(rt: RuntimeUnderTest, unreadable: string): RuntimeUnderTest | string {
+  if (process.getuid?.() !== 0) return rt;
+  const drop = ["--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"];
+  try {
+    execFileSync("setpriv", [...drop, "--", "cat", unreadable], { stdio: "pipe" });
+    return "root still reads a mode-000 file after setpriv dropped CAP_DAC_OVERRIDE";
+  } catch (error) {
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? "");
+    if (!/^cat: .*: Permission denied$/m.test(stderr))
+      return `setpriv cannot drop capabilities here: ${stderr.trim() || (error as Error).message}`;
+  }
+  return { ...rt, command: (args) => ["setpriv", ...drop, "--", ...rt.command(args)] };
+}
+
 export function httpsSuite(rt: RuntimeUnderTest): void {
   describe(`https on ${rt.name}`, () => {
     let certs: TestCerts;
@@ -247,6 +305,22 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       rmSync(certs.dir, { recursive: true, force: true });
     });
     const tlsArgs = () => ["--tls-cert", certs.chain, "--tls-key", certs.leafKey];
+    /** shardport with `args` must exit 2 with one `shardport:` line matching `message`, and log no key. */
+    const refuses = async (
+      runner: RuntimeUnderTest,
+      port: string,
+      args: string[],
+      message: RegExp,
+      env?: Record<string, string>,
+    ) => {
+      const proc = run(runner, ["--shards", "2", "--port", port, ...args], env);
+      const code = await proc.exited;
+      const lines = shardportLines(proc.output());
+      assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
+      assert.equal(lines.length, 1, `${args.join(" ")}: one line\n${proc.output()}`);
+      assert.match(lines[0], message);
+      for (const line of keyBody(certs.leafKey)) assert.ok(!proc.output().includes(line), "no key material");
+    };
 
     test("4 shards serve HTTPS: fresh TLS connections spread evenly, h2 by ALPN (curl, node:http2), the chain served whole, key never logged", async (t) => {
       const port = freshPort();
@@ -355,6 +429,95 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
+    test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it) reloads the shards; every new TLS connection then gets it", async (t) => {
+      // The key stays; each renewal is a certificate with a new serial. First, laid out as the
+      // kubelet mounts a Secret: tls.crt -> ..data/tls.crt, ..data -> ..v0, updated by swapping ..data.
+      const secret = mkdtempSync(join(certs.dir, `secret-${rt.name}-`));
+      const version = (n: number) => {
+        mkdirSync(join(secret, `..v${n}`));
+        copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-${n}.pem`), join(secret, `..v${n}`, "tls.crt"));
+        return `..v${n}`;
+      };
+      symlinkSync(version(0), join(secret, "..data"));
+      const cert = join(secret, "tls.crt");
+      symlinkSync("..data/tls.crt", cert);
+      const app = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(freshPort()),
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        certs.leafKey,
+        "--watch",
+      ]);
+      assert.match(app.output(), /watching .*, .*tls\.crt, .*leaf\.key for changes/);
+      const renewals: [string, () => void][] = [
+        [
+          "Secret updated",
+          () => {
+            replaceBy(join(secret, "..data"), (next) => symlinkSync(version(1), next));
+            rmSync(join(secret, "..v0"), { recursive: true }); // as the kubelet does
+          },
+        ],
+        // certbot: live/…/cert.pem is a symlink, pointed at a new file in archive/.
+        [
+          "symlink swapped",
+          () => replaceBy(cert, (next) => symlinkSync(signLeaf(certs.dir, `renewed-${rt.name}-2.pem`), next)),
+        ],
+        // As the README says: a new file written beside it, moved over the path.
+        [
+          "file moved over",
+          () =>
+            replaceBy(cert, (next) => copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-3.pem`), next)),
+        ],
+      ];
+      const traffic = load(app.url, { concurrency: 2 });
+      try {
+        for (const [index, [how, renew]] of renewals.entries()) {
+          const old = fingerprintOf(cert);
+          renew();
+          const fresh = fingerprintOf(cert);
+          assert.notEqual(fresh, old);
+          const served = async () => (await get(app.url).catch(() => undefined))?.fingerprint === fresh;
+          assert.ok(
+            await eventually(served, 10_000),
+            `${how}: a new TLS connection gets the new certificate within 10 s\n${app.output()}`,
+          );
+          await app.waitFor(
+            new RegExp(`reload done: 2 shards replaced in \\d+ ms \\(generation ${index + 1}\\)`),
+          );
+          // Once the old shards are gone, no connection can reach one (nor be reset as it closes).
+          assert.ok(
+            await eventually(() => childrenOf(app.launcherPid).length === 2, 10_000),
+            "old shards gone",
+          );
+          for (let i = 0; i < 10; i++)
+            assert.equal(
+              (await get(app.url)).fingerprint,
+              fresh,
+              `${how}: every new connection after the reload`,
+            );
+        }
+      } finally {
+        await traffic.stop();
+      }
+      const reloads = app.output().match(/watch: .*tls\.crt changed, reloading/g) ?? [];
+      assert.equal(reloads.length, renewals.length, "one reload per renewal");
+      // Without tcp_migrate_req=1 (the fault suite's namespace sets it), a closing listener's
+      // queue may be reset: counted, checked only where the kernel migrates it.
+      const { stats } = traffic;
+      const migrates = readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim() === "1";
+      t.diagnostic(
+        `${rt.name}: ${stats.ok} ok, ${stats.failed} failed during ${renewals.length} reloads by --watch (tcp_migrate_req ${migrates ? 1 : 0})`,
+      );
+      if (migrates) assert.equal(stats.failed, 0, stats.errors.join("; "));
+      assert.equal(stats.non2xx, 0);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
     test("session resumption across shards (Node: shared ticket keys; Bun, Deno: per process)", async (t) => {
       const port = freshPort();
       const app = await start(rt, ["--shards", "2", "--port", String(port), ...tlsArgs()]);
@@ -458,27 +621,43 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           { TLS_CERT: certs.chain, TLS_KEY: certs.otherKey },
         ],
       ];
-      if (process.getuid?.() !== 0) {
-        const unreadable = join(certs.dir, "unreadable.key");
-        writeFileSync(unreadable, readFileSync(certs.leafKey), { mode: 0o000 });
-        cases.push([
-          ["--tls-cert", certs.chain, "--tls-key", unreadable],
-          /TLS key .*unreadable\.key: not readable/,
-        ]);
-      }
-      await Promise.all(
-        cases.map(async ([args, message, env]) => {
-          const proc = run(rt, ["--shards", "2", "--port", port, ...args], env);
-          const code = await proc.exited;
-          const lines = shardportLines(proc.output());
-          assert.equal(code, 2, `${args.join(" ")}: exit 2\n${proc.output()}`);
-          assert.equal(lines.length, 1, `${args.join(" ")}: one line\n${proc.output()}`);
-          assert.match(lines[0], message);
-          for (const line of keyBody(certs.leafKey))
-            assert.ok(!proc.output().includes(line), "no key material");
-        }),
-      );
+      await Promise.all(cases.map(([args, message, env]) => refuses(rt, port, args, message, env)));
       assert.ok(await portIsFree(Number(port)), "no shard started");
+    });
+
+    test("files the launcher cannot read (as root: with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped): one line naming the file, exit 2, nothing listening", async (t) => {
+      const dir = mkdtempSync(join(certs.dir, "unreadable-"));
+      const key = join(dir, "unreadable.key");
+      const cert = join(dir, "unreadable.pem");
+      const closed = join(dir, "closed");
+      writeFileSync(key, readFileSync(certs.leafKey), { mode: 0o000 });
+      writeFileSync(cert, readFileSync(certs.chain), { mode: 0o000 });
+      mkdirSync(closed);
+      copyFileSync(certs.leafKey, join(closed, "leaf.key"));
+      chmodSync(closed, 0o000);
+      try {
+        const user = asUser(rt, key);
+        if (typeof user === "string") return t.skip(user);
+        const port = String(freshPort());
+        const cases: [string, string, string][] = [
+          [certs.chain, key, `TLS key ${key}`],
+          [cert, certs.leafKey, `TLS certificate ${cert}`],
+          [certs.chain, join(closed, "leaf.key"), `TLS key ${closed}/leaf.key`],
+        ];
+        await Promise.all(
+          cases.map(([certFile, keyFile, what]) =>
+            refuses(
+              user,
+              port,
+              ["--tls-cert", certFile, "--tls-key", keyFile],
+              new RegExp(`^${escapeRegExp(`shardport: error: ${what}: not readable (permission denied)`)}$`),
+            ),
+          ),
+        );
+        assert.ok(await portIsFree(Number(port)), "no shard started");
+      } finally {
+        chmodSync(closed, 0o700);
+      }
     });
 
     test("deploy/: the container entrypoint serves HTTPS from TLS_CERT and TLS_KEY, probes answer over TLS", async () => {

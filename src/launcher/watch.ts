@@ -5,10 +5,16 @@
  * of writes (an editor's save, a `git checkout`) makes one reload: the reload waits until the
  * files have been quiet for `quietMs`. A broken edit is refused like any failed reload: the new
  * shard fails its load handshake, the running shards keep serving, and the next good edit reloads.
+ *
+ * A watched file (the TLS certificate and key, or a file named in --watch=PATHS) is watched through
+ * its folder instead, and counts as changed when what its path resolves to changes (device, inode,
+ * size, mtime): a watch on the file itself follows its old inode, so it misses a symlink swapped
+ * to a renewed file (certbot's live/ folder, a Kubernetes Secret's `..data`), and on Deno it went
+ * deaf after the first file moved over the path.
  * @module
  */
-import { basename, relative } from "node:path";
-import { watch } from "chokidar";
+import { type FSWatcher, realpathSync, statSync, watch as watchFolder } from "node:fs";
+import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 
 /** node_modules, .git and every other dotfile or dot-folder are not the app's own files. */
 export function isIgnored(path: string): boolean {
@@ -19,9 +25,27 @@ export interface Watching {
   close(): Promise<void>;
 }
 
+/** What a file's path resolves to, and its size and mtime; or why it cannot be read. */
+function signature(path: string): string {
+  try {
+    const stat = statSync(path);
+    return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code ?? "unreadable";
+  }
+}
+
+/** A path as a log line shows it: relative to the working folder when it lies below it. */
+function shown(path: string): string {
+  const below = relative(process.cwd(), path);
+  return below && !below.startsWith("..") && !isAbsolute(below) ? below : path;
+}
+
 /**
- * Watches each folder (or file) in `paths` and calls `onChange` with the first changed path of a
- * burst, once the burst has been quiet for `quietMs`. Resolves once the watchers are in place.
+ * Watches each folder in `paths` (recursively, with chokidar) and each file in it (through its
+ * folder, and the folder of the file a symlink points to), and calls `onChange` with the first
+ * changed path of a burst, once the burst has been quiet for `quietMs`. Resolves once the
+ * watchers are in place.
  */
 export async function watchForChanges(
   paths: string[],
@@ -30,29 +54,82 @@ export async function watchForChanges(
 ): Promise<Watching> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let first: string | undefined;
-  const watcher = watch(paths, {
-    ignoreInitial: true,
-    persistent: false,
-    // Judge only what lies below a watched root, so that a root inside a dot-folder still works.
-    ignored: (path) => paths.every((root) => isIgnored(relative(root, path)) || isIgnored(basename(path))),
-  });
-  watcher.on("all", (_event, path) => {
-    first ??= relative(process.cwd(), path) || path;
+  const changed = (path: string) => {
+    first ??= shown(path);
     clearTimeout(timer);
     timer = setTimeout(() => {
-      const changed = first as string;
+      const what = first as string;
       first = undefined;
-      onChange(changed);
+      onChange(what);
     }, quietMs);
-  });
-  await new Promise<void>((resolve, reject) => {
-    watcher.once("ready", resolve);
-    watcher.once("error", reject);
-  });
+  };
+
+  const files = paths.map((path) => resolve(path)).filter(isFile);
+  const folders = paths.map((path) => resolve(path)).filter((path) => !files.includes(path));
+  const seen = new Map(files.map((file) => [file, signature(file)]));
+  const folderWatchers = new Map<string, FSWatcher>();
+  /** Looks at every watched file after an event in one of their folders; watches new targets' folders. */
+  const look = () => {
+    for (const file of files) {
+      const now = signature(file);
+      if (now === seen.get(file)) continue;
+      seen.set(file, now);
+      changed(file);
+    }
+    watchFolders();
+  };
+  const watchFolders = () => {
+    for (const file of files) {
+      for (const folder of new Set([dirname(file), dirname(realpathOr(file))])) {
+        if (folderWatchers.has(folder)) continue;
+        try {
+          const watcher = watchFolder(folder, { persistent: false }, look);
+          watcher.on("error", () => {}); // a folder that went away: its files read as missing
+          folderWatchers.set(folder, watcher);
+        } catch {}
+      }
+    }
+  };
+  watchFolders();
+
+  let watcher: { close(): Promise<void> } | undefined;
+  if (folders.length > 0) {
+    const { watch } = await import("chokidar");
+    const chokidar = watch(folders, {
+      ignoreInitial: true,
+      persistent: false,
+      // Judge only what lies below a watched root, so that a root inside a dot-folder still works.
+      ignored: (path) =>
+        folders.every((root) => isIgnored(relative(root, path)) || isIgnored(basename(path))),
+    });
+    chokidar.on("all", (_event, path) => changed(path));
+    await new Promise<void>((resolve, reject) => {
+      chokidar.once("ready", resolve);
+      chokidar.once("error", reject);
+    });
+    watcher = chokidar;
+  }
   return {
     close() {
       clearTimeout(timer);
-      return watcher.close();
+      for (const folderWatcher of folderWatchers.values()) folderWatcher.close();
+      return watcher?.close() ?? Promise.resolve();
     },
   };
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function realpathOr(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
 }
