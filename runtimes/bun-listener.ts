@@ -1,12 +1,14 @@
 /**
  * Shard side, Bun.serve only: a drain first stops the shard's own listening socket with
  * `shutdown(fd, SHUT_RD)` (src/listening-socket.ts), reads what it had accepted for a moment,
- * and only then calls `server.stop()`. Bun's graceful stop() closes every connection it counts
- * as idle, and a connection accepted whose request has not been read yet counts as idle: its
- * request, already in the kernel's buffer, is answered by a reset (`read ECONNRESET`), about one
- * request in a few thousand reloads under load (oven-sh/bun#37889 would count such a connection
- * as busy). Bun has no call for it, so bun:ffi calls libc, in the shard itself: Bun has no
- * permissions to narrow. Loaded only by a drain-ready listener, never per request.
+ * and only then calls `server.stop()`. Bun's graceful stop() (1.4.5) waits for a request in
+ * flight, even for a partial head, but not for a connection it has accepted and not read from
+ * yet: it resolves, the shard exits, and the exit resets that connection, whose request is
+ * already in the kernel's buffer (`read ECONNRESET`, about one request in a few hundred reloads
+ * under load). Read for a moment first, those requests are in flight when stop() comes (the open
+ * oven-sh/bun#37889 is about the same blind spot: a connection before its first request).
+ * Bun has no call for it, so bun:ffi calls libc, in the shard itself: Bun has no permissions to
+ * narrow. Loaded once per listener, never per request.
  * @module
  */
 import { workerData } from "node:worker_threads";
