@@ -84,10 +84,20 @@ export async function guardPort(
 ): Promise<OldLauncher | undefined> {
   if (process.platform !== "linux" || config.join) return undefined;
   const mine = await addressesOf(config.host);
-  const listeners = tcpListeners(config.port, readText).filter(
+  let listeners = tcpListeners(config.port, readText).filter(
     (listener) =>
       !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
   );
+  // This launcher's own shard 0 (launcher/early.ts starts it first) may already listen: under
+  // load it can be quicker than the rest of the launcher. It holds no port against us.
+  if (listeners.length > 0) {
+    const own = new Set(
+      (runtime.socketLinks ?? readSocketLinks)()
+        .filter(({ pid }) => pid === process.pid || parentOf(pid, readText) === process.pid)
+        .map(({ inode }) => inode),
+    );
+    listeners = listeners.filter((listener) => !own.has(listener.inode));
+  }
   if (listeners.length === 0) {
     if (config.takeover)
       log.info(`--takeover: nothing serves ${config.host}:${config.port}: starting as usual`);
