@@ -2,9 +2,9 @@
  * Reproducer for requests lost during rolling reloads under load (a tool, not a test): the fault
  * suite's "5 reloads of 4 shards under fresh-connection load" scenario, run many times while
  * bounded busy loops keep every core busy, counting each lost request by its error. Run it
- * inside the fault tests' network namespace (tcp_migrate_req=1), after `npm run build`:
+ * (as root) inside the fault tests' network namespace (tcp_migrate_req=1), after a build:
  *
- *   test/netns.sh node bench/drain-repro.ts --runtime bun --mode process --runs 10
+ *   npm run bench:drain -- --runtime bun --mode process --runs 10
  *
  * Options: --runtime bun|node|deno, --mode process|threads, --http native|node, --runs N
  * (default 10), --reloads N (5), --concurrency N clients (8), --busy N busy loops (default: one per CPU, 0 for none),
