@@ -4,9 +4,11 @@
  * @module
  */
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
+import { readAccepted } from "../src/listening-socket.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
+import { listenFindingSocket, type OwnListener } from "./bun-listener.ts";
 
 // No node: module at the top: a shard process loads none of the launcher's (node:child_process,
 // node:url cost Bun a few ms each at start).
@@ -31,19 +33,26 @@ export const bun: Runtime = {
   },
   async listen({ port, host, fetch, tls }) {
     let server: Bun.Server<undefined>;
+    let own: OwnListener | undefined;
     try {
       // HTTPS: the files are read now (a reload's new shards read them anew); h2 and http/1.1 by ALPN.
       const secure = tls && {
         tls: { cert: await Bun.file(tls.cert).text(), key: await Bun.file(tls.key).text() },
         http2: true,
       };
-      server = Bun.serve({ port, hostname: host, reusePort: true, fetch, ...secure });
+      ({ value: server, own } = await listenFindingSocket(port, () =>
+        Bun.serve({ port, hostname: host, reusePort: true, fetch, ...secure }),
+      ));
     } catch (error) {
       const { message, code } = error as Error & { code?: string };
       throw new ListenError(message, code ?? "EUNKNOWN");
     }
     return {
-      close: () => server.stop(),
+      // Stop listening first, read what was accepted, then stop (runtimes/bun-listener.ts).
+      close: async () => {
+        if (own?.stop()) await readAccepted();
+        await server.stop();
+      },
       closeAll: () => void server.stop(true),
     };
   },

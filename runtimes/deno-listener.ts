@@ -12,26 +12,24 @@
  * FFI is not allowed or the kernel refuses, the drain is Deno.serve's own, and this says so once.
  * @module
  */
+import {
+  ownListeners as listenersOf,
+  listensOn,
+  MAX_FD,
+  socketCallTypes,
+  stopOwnListener as stopListenerOf,
+  stopListening,
+} from "../src/listening-socket.ts";
 import { log } from "../src/log.ts";
 
-const SOL_SOCKET = 1;
-const SO_ACCEPTCONN = 30;
-const SO_COOKIE = 57;
-const SHUT_RD = 0;
-const AF_INET = 2;
-const AF_INET6 = 10;
 // The same numbers on every Linux architecture (added after the syscall tables were unified).
 const SYS_PIDFD_OPEN = 434n;
 const SYS_PIDFD_GETFD = 438n;
-/** A shard's listener is opened once its app has loaded: far below this. */
-const MAX_FD = 1024;
 
 const SYMBOLS = {
+  ...socketCallTypes("buffer"),
   pidfd_open: { name: "syscall", parameters: ["i64", "i64", "i64"], result: "i64" },
   pidfd_getfd: { name: "syscall", parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
@@ -70,25 +68,6 @@ function errno(lib: Libc): string {
   return ({ 1: "EPERM", 3: "ESRCH", 38: "ENOSYS" } as Record<number, string>)[code] ?? `errno ${code}`;
 }
 
-function intOption(lib: Libc, fd: number, option: number): bigint | undefined {
-  const value = new BigUint64Array(1);
-  const length = new Uint32Array([8]);
-  const ok = lib.getsockopt(fd, SOL_SOCKET, option, value, length) === 0;
-  if (!ok) return undefined;
-  return length[0] === 4 ? BigInt(new Uint32Array(value.buffer)[0]) : value[0];
-}
-
-/** Whether `fd` is a TCP socket listening on `port`. */
-function listensOn(lib: Libc, fd: number, port: number): boolean {
-  if (intOption(lib, fd, SO_ACCEPTCONN) !== 1n) return false;
-  const address = new Uint8Array(128);
-  const length = new Uint32Array([address.length]);
-  if (lib.getsockname(fd, address, length) !== 0) return false;
-  const view = new DataView(address.buffer);
-  const family = view.getUint16(0, true);
-  return (family === AF_INET || family === AF_INET6) && view.getUint16(2) === port;
-}
-
 /**
  * Stops the listener(s) on `port` of shard process `pid`. True if one was stopped: the shard
  * may then drain without loss.
@@ -116,7 +95,7 @@ export function stopChildListener(pid: number, port: number): boolean {
       }
       continue;
     }
-    if (listensOn(lib, copy, port) && lib.shutdown(copy, SHUT_RD) === 0) stopped++;
+    if (listensOn(lib, copy, port) && stopListening(lib, copy)) stopped++;
     lib.close(copy);
   }
   lib.close(pidfd);
@@ -127,25 +106,13 @@ export function stopChildListener(pid: number, port: number): boolean {
 /** The cookies (unique ids, never reused) of this process's own listeners on `port`. */
 export function ownListeners(port: number): bigint[] {
   const lib = openLibc();
-  if (!lib) return [];
-  const cookies: bigint[] = [];
-  for (let fd = 0; fd < MAX_FD; fd++) {
-    if (!listensOn(lib, fd, port)) continue;
-    const cookie = intOption(lib, fd, SO_COOKIE);
-    if (cookie !== undefined) cookies.push(cookie);
-  }
-  return cookies;
+  return lib ? listenersOf(lib, port) : [];
 }
 
 /** Stops this process's own listener (a shard thread's) with that cookie. */
 export function stopOwnListener(port: number, cookie: bigint): boolean {
   const lib = openLibc();
-  if (!lib) return false;
-  for (let fd = 0; fd < MAX_FD; fd++) {
-    if (listensOn(lib, fd, port) && intOption(lib, fd, SO_COOKIE) === cookie)
-      return lib.shutdown(fd, SHUT_RD) === 0;
-  }
-  return false;
+  return lib ? stopListenerOf(lib, port, cookie) : false;
 }
 
 /** Whether this launcher can stop listeners at all (asked before the first one, to warn early). */

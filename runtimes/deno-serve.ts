@@ -5,6 +5,7 @@
  * MB in every thread that loads it.
  * @module
  */
+import { readAccepted } from "../src/listening-socket.ts";
 import { ListenError, type Listener, type ListenOptions } from "../src/types.ts";
 
 /** Deno's error classes → the errno codes the launcher reports. */
@@ -14,16 +15,6 @@ const CODES: Record<string, string> = {
   PermissionDenied: "EACCES",
   NotCapable: "EACCES",
 };
-
-/**
- * After the launcher has stopped the listening socket, how long the shard still reads the
- * connections it had accepted before Deno.serve's shutdown() closes those that sent nothing: a
- * client sends its request right after the handshake, so this covers a one-way trip. Waited in
- * steps: the drain loads the logger meanwhile, which can hold the event loop for a few hundred
- * ms (seen in threads mode), and every step after that is one more turn to read them.
- */
-const READ_ACCEPTED_MS = 300;
-const READ_STEP_MS = 25;
 
 export async function listenDeno(options: ListenOptions): Promise<Listener> {
   if (options.http === "node") {
@@ -59,8 +50,7 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
   await listened;
   return {
     close: async (listenerStopped) => {
-      for (let waited = 0; listenerStopped && waited < READ_ACCEPTED_MS; waited += READ_STEP_MS)
-        await new Promise((resolve) => setTimeout(resolve, READ_STEP_MS));
+      if (listenerStopped) await readAccepted();
       await server.shutdown();
     },
     // The cut comes after close() has begun, and then Deno has no way to cut a connection

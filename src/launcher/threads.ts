@@ -45,6 +45,12 @@ export abstract class ThreadHandle extends EventEmitter {
   }
 }
 
+/**
+ * Passed to every shard thread: a lock under which a thread opens its listener, so that it can
+ * tell its own socket among the process's (runtimes/bun-listener.ts).
+ */
+const listenTurn = new Int32Array(new SharedArrayBuffer(4));
+
 /** A shard as a node:worker_threads Worker running the runtime's entry (Bun, Node). */
 export class ThreadShard extends ThreadHandle {
   readonly label: string;
@@ -53,7 +59,7 @@ export class ThreadShard extends ThreadHandle {
   constructor(entry: string, env: NodeJS.ProcessEnv) {
     super();
     // The entry module sees SHARDPORT_SHARD in its own copy of the environment and runs a shard.
-    this.worker = new Worker(entry, { env });
+    this.worker = new Worker(entry, { env, workerData: { listenTurn } });
     this.label = `thread ${this.worker.threadId}`;
     this.worker.on("message", (message) => this.emit("message", message));
     this.worker.on("error", (error) => log.warn(`shard ${this.label}: uncaught ${error?.message ?? error}`));

@@ -1,0 +1,90 @@
+/**
+ * Shard side, Bun.serve only: a drain first stops the shard's own listening socket with
+ * `shutdown(fd, SHUT_RD)` (src/listening-socket.ts), reads what it had accepted for a moment,
+ * and only then calls `server.stop()`. Bun's graceful stop() (1.4.5) waits for a request in
+ * flight, even for a partial head, but not for a connection it has accepted and not read from
+ * yet: it resolves, the shard exits, and the exit resets that connection, whose request is
+ * already in the kernel's buffer (`read ECONNRESET`, about one request in a few hundred reloads
+ * under load). Read for a moment first, those requests are in flight when stop() comes (the open
+ * oven-sh/bun#37889 is about the same blind spot: a connection before its first request).
+ * Bun has no call for it, so bun:ffi calls libc, in the shard itself: Bun has no permissions to
+ * narrow. Loaded once per listener, never per request.
+ * @module
+ */
+import { workerData } from "node:worker_threads";
+import { ownListeners, type SocketCalls, socketCallTypes, stopOwnListener } from "../src/listening-socket.ts";
+
+let libc: SocketCalls | null | undefined;
+
+async function openLibc(): Promise<SocketCalls | null> {
+  if (libc !== undefined) return libc;
+  libc = null;
+  if (process.platform !== "linux") return libc;
+  try {
+    const { dlopen } = await import("bun:ffi");
+    const symbols = Object.fromEntries(
+      Object.entries(socketCallTypes("ptr")).map(([name, { parameters, result }]) => [
+        name,
+        { args: parameters, returns: result },
+      ]),
+    );
+    libc = dlopen("libc.so.6", symbols).symbols as unknown as SocketCalls;
+  } catch {
+    // No libc.so.6 (musl): the drain is Bun's own stop().
+  }
+  return libc;
+}
+
+/**
+ * Shard threads of one launcher listen one at a time (threads mode passes them a shared lock),
+ * so that each can tell its own socket among the process's listeners: the one that appeared
+ * while it held the lock. A lock left held (a thread terminated while listening) is waited for
+ * 2 s at most; then the socket is told by the same difference, and none is taken where that is
+ * ambiguous.
+ */
+function inTurn<T>(listen: () => T): T {
+  const lock = (workerData as { listenTurn?: Int32Array } | null)?.listenTurn;
+  if (!(lock instanceof Int32Array)) return listen();
+  const deadline = Date.now() + 2000;
+  let held = Atomics.compareExchange(lock, 0, 0, 1) === 0;
+  while (!held && Date.now() < deadline) {
+    Atomics.wait(lock, 0, 1, 50);
+    held = Atomics.compareExchange(lock, 0, 0, 1) === 0;
+  }
+  try {
+    return listen();
+  } finally {
+    if (held) {
+      Atomics.store(lock, 0, 0);
+      Atomics.notify(lock, 0, 1);
+    }
+  }
+}
+
+/** What a drain needs to stop this shard's listener first: `stop()` says if it did. */
+export interface OwnListener {
+  stop(): boolean;
+}
+
+/**
+ * Runs `listen` (which must open exactly one listener on `port`, synchronously) and finds the
+ * socket it opened. Undefined where it cannot: the drain is then Bun's own stop().
+ */
+export async function listenFindingSocket<T>(
+  port: number,
+  listen: () => T,
+): Promise<{ value: T; own?: OwnListener }> {
+  const lib = await openLibc();
+  if (!lib) return { value: listen() };
+  let before: bigint[] = [];
+  let after: bigint[] = [];
+  const value = inTurn(() => {
+    before = ownListeners(lib, port);
+    const value = listen();
+    after = ownListeners(lib, port);
+    return value;
+  });
+  const mine = after.filter((cookie) => !before.includes(cookie));
+  if (mine.length !== 1) return { value };
+  return { value, own: { stop: () => stopOwnListener(lib, port, mine[0]) } };
+}
