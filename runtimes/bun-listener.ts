@@ -11,7 +11,6 @@
  * narrow. Loaded once per listener, never per request.
  * @module
  */
-import { workerData } from "node:worker_threads";
 import { ownListeners, type SocketCalls, socketCallTypes, stopOwnListener } from "../src/listening-socket.ts";
 
 let libc: SocketCalls | null | undefined;
@@ -43,6 +42,7 @@ async function openLibc(): Promise<SocketCalls | null> {
  * ambiguous.
  */
 function inTurn<T>(listen: () => T): T {
+  const { workerData } = process.getBuiltinModule("node:worker_threads");
   const lock = (workerData as { listenTurn?: Int32Array } | null)?.listenTurn;
   if (!(lock instanceof Int32Array)) return listen();
   const deadline = Date.now() + 2000;
@@ -63,7 +63,7 @@ function inTurn<T>(listen: () => T): T {
 
 /** What a drain needs to stop this shard's listener first: `stop()` says if it did. */
 export interface OwnListener {
-  stop(): boolean;
+  stop(): Promise<boolean>;
 }
 
 /**
@@ -74,6 +74,16 @@ export async function listenFindingSocket<T>(
   port: number,
   listen: () => T,
 ): Promise<{ value: T; own?: OwnListener }> {
+  // A shard process has exactly one listener on its port: it is found when the drain begins,
+  // so nothing of this (libc, the fd scan) is on the way to listening.
+  if (Bun.isMainThread) {
+    const stop = async () => {
+      const lib = await openLibc();
+      const mine = lib ? ownListeners(lib, port) : [];
+      return lib !== null && mine.length === 1 && stopOwnListener(lib, port, mine[0]);
+    };
+    return { value: listen(), own: { stop } };
+  }
   const lib = await openLibc();
   if (!lib) return { value: listen() };
   let before: bigint[] = [];
@@ -86,5 +96,5 @@ export async function listenFindingSocket<T>(
   });
   const mine = after.filter((cookie) => !before.includes(cookie));
   if (mine.length !== 1) return { value };
-  return { value, own: { stop: () => stopOwnListener(lib, port, mine[0]) } };
+  return { value, own: { stop: async () => stopOwnListener(lib, port, mine[0]) } };
 }

@@ -50,7 +50,7 @@ export const bun: Runtime = {
     return {
       // Stop listening first, read what was accepted, then stop (runtimes/bun-listener.ts).
       close: async () => {
-        if (own?.stop()) await readAccepted();
+        if (await own?.stop()) await readAccepted();
         await server.stop();
       },
       closeAll: () => void server.stop(true),
