@@ -11,7 +11,13 @@
  * narrow. Loaded once per listener, never per request.
  * @module
  */
-import { ownListeners, type SocketCalls, socketCallTypes, stopOwnListener } from "../src/listening-socket.ts";
+import {
+  ownListeners,
+  READ_ACCEPTED_MS,
+  type SocketCalls,
+  socketCallTypes,
+  stopOwnListener,
+} from "../src/listening-socket.ts";
 
 let libc: SocketCalls | null | undefined;
 
@@ -97,4 +103,21 @@ export async function listenFindingSocket<T>(
   const mine = after.filter((cookie) => !before.includes(cookie));
   if (mine.length !== 1) return { value };
   return { value, own: { stop: async () => stopOwnListener(lib, port, mine[0]) } };
+}
+
+/**
+ * Reads what the stopped listener had accepted, for READ_ACCEPTED_MS, without spinning: Bun polls
+ * its listener level-triggered, and a listener stopped by SHUT_RD is ready (EPOLLHUP) on every
+ * turn, so each turn retries accept() (EINVAL) at once: a CPU held for the whole wait (seen with
+ * strace; 300 ms of CPU per drain, a core, measured with process.cpuUsage()). So the thread
+ * sleeps in slices of 9 ms with one turn of the event loop between them (setImmediate: one
+ * non-blocking poll), where the accepted connections are read and in-flight requests go on, each
+ * delayed by a slice at most: 8 ms of CPU per drain, and a request sent on an accepted connection
+ * during the wait is still answered.
+ */
+export async function readAcceptedSleeping(): Promise<void> {
+  for (let waited = 0; waited < READ_ACCEPTED_MS; waited += 10) {
+    Bun.sleepSync(9);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }

@@ -4,11 +4,10 @@
  * @module
  */
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
-import { readAccepted } from "../src/listening-socket.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
-import { listenFindingSocket, type OwnListener } from "./bun-listener.ts";
+import { listenFindingSocket, type OwnListener, readAcceptedSleeping } from "./bun-listener.ts";
 
 // No node: module at the top: a shard process loads none of the launcher's (node:child_process,
 // node:url cost Bun a few ms each at start).
@@ -50,7 +49,7 @@ export const bun: Runtime = {
     return {
       // Stop listening first, read what was accepted, then stop (runtimes/bun-listener.ts).
       close: async () => {
-        if (await own?.stop()) await readAccepted();
+        if (await own?.stop()) await readAcceptedSleeping();
         await server.stop();
       },
       closeAll: () => void server.stop(true),

@@ -80,7 +80,7 @@ export function stopOwnListener(lib: SocketCalls, port: number, cookie: bigint):
  * logger meanwhile, which can hold the event loop for a few hundred ms (seen in threads mode),
  * and every step after that is one more turn to read them.
  */
-const READ_ACCEPTED_MS = 300;
+export const READ_ACCEPTED_MS = 300;
 const READ_STEP_MS = 25;
 
 export async function readAccepted(): Promise<void> {
