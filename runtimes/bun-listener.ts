@@ -12,6 +12,7 @@
  * @module
  */
 import {
+  type ListFds,
   ownListeners,
   READ_ACCEPTED_MS,
   type SocketCalls,
@@ -20,6 +21,9 @@ import {
 } from "../src/listening-socket.ts";
 
 let libc: SocketCalls | null | undefined;
+
+const listFds: ListFds = (pid) =>
+  process.getBuiltinModule("node:fs").readdirSync(`/proc/${pid}/fd`).map(Number);
 
 async function openLibc(): Promise<SocketCalls | null> {
   if (libc !== undefined) return libc;
@@ -85,8 +89,8 @@ export async function listenFindingSocket<T>(
   if (Bun.isMainThread) {
     const stop = async () => {
       const lib = await openLibc();
-      const mine = lib ? ownListeners(lib, port) : [];
-      return lib !== null && mine.length === 1 && stopOwnListener(lib, port, mine[0]);
+      const mine = lib ? ownListeners(lib, port, listFds) : [];
+      return lib !== null && mine.length === 1 && stopOwnListener(lib, port, mine[0], listFds);
     };
     return { value: listen(), own: { stop } };
   }
@@ -95,14 +99,14 @@ export async function listenFindingSocket<T>(
   let before: bigint[] = [];
   let after: bigint[] = [];
   const value = inTurn(() => {
-    before = ownListeners(lib, port);
+    before = ownListeners(lib, port, listFds);
     const value = listen();
-    after = ownListeners(lib, port);
+    after = ownListeners(lib, port, listFds);
     return value;
   });
   const mine = after.filter((cookie) => !before.includes(cookie));
   if (mine.length !== 1) return { value };
-  return { value, own: { stop: async () => stopOwnListener(lib, port, mine[0]) } };
+  return { value, own: { stop: async () => stopOwnListener(lib, port, mine[0], listFds) } };
 }
 
 /**

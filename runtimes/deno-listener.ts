@@ -13,9 +13,9 @@
  * @module
  */
 import {
+  type ListFds,
   ownListeners as listenersOf,
   listensOn,
-  MAX_FD,
   socketCallTypes,
   stopOwnListener as stopListenerOf,
   stopListening,
@@ -69,6 +69,15 @@ function errno(lib: Libc): string {
 }
 
 /**
+ * Deno lets a program read /proc/PID/fd only with --allow-all, so the fds looked at are a range:
+ * the first 4096 (a shard process opens its listener among its first few; a threads-mode
+ * launcher holds every connection, so its shard threads' listeners can come later under load).
+ * One failed getsockopt or pidfd_getfd per fd not open: about a millisecond for the range.
+ */
+const FD_RANGE = Array.from({ length: 4096 }, (_, fd) => fd);
+const listFds: ListFds = () => FD_RANGE;
+
+/**
  * Stops the listener(s) on `port` of shard process `pid`. True if one was stopped: the shard
  * may then drain without loss.
  */
@@ -84,7 +93,7 @@ export function stopChildListener(pid: number, port: number): boolean {
   }
   let stopped = 0;
   let refused = "";
-  for (let fd = 0; fd < MAX_FD; fd++) {
+  for (const fd of listFds(pid)) {
     const copy = Number(lib.pidfd_getfd(SYS_PIDFD_GETFD, BigInt(pidfd), BigInt(fd), 0n));
     if (copy < 0) {
       const why = errno(lib);
@@ -106,13 +115,13 @@ export function stopChildListener(pid: number, port: number): boolean {
 /** The cookies (unique ids, never reused) of this process's own listeners on `port`. */
 export function ownListeners(port: number): bigint[] {
   const lib = openLibc();
-  return lib ? listenersOf(lib, port) : [];
+  return lib ? listenersOf(lib, port, listFds) : [];
 }
 
 /** Stops this process's own listener (a shard thread's) with that cookie. */
 export function stopOwnListener(port: number, cookie: bigint): boolean {
   const lib = openLibc();
-  return lib ? stopListenerOf(lib, port, cookie) : false;
+  return lib ? stopListenerOf(lib, port, cookie, listFds) : false;
 }
 
 /** Whether this launcher can stop listeners at all (asked before the first one, to warn early). */

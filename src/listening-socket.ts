@@ -29,8 +29,12 @@ const SO_COOKIE = 57;
 const SHUT_RD = 0;
 const AF_INET = 2;
 const AF_INET6 = 10;
-/** A shard's listener is opened once its app has loaded: far below this. */
-export const MAX_FD = 1024;
+/**
+ * A process's open fds, from /proc/PID/fd (PID "self" or a child), listed through the runtime's
+ * own API. Not a fixed range: in threads mode every connection is an fd of the one process, so a
+ * new shard thread's listener can come past 1024 during a reload under load.
+ */
+export type ListFds = (pid: number | "self") => number[];
 
 function intOption(lib: SocketCalls, fd: number, option: number): bigint | undefined {
   const value = new BigUint64Array(1);
@@ -55,9 +59,9 @@ export function listensOn(lib: SocketCalls, fd: number, port: number): boolean {
 export const stopListening = (lib: SocketCalls, fd: number): boolean => lib.shutdown(fd, SHUT_RD) === 0;
 
 /** The cookies (unique ids, never reused) of this process's own listeners on `port`. */
-export function ownListeners(lib: SocketCalls, port: number): bigint[] {
+export function ownListeners(lib: SocketCalls, port: number, listFds: ListFds): bigint[] {
   const cookies: bigint[] = [];
-  for (let fd = 0; fd < MAX_FD; fd++) {
+  for (const fd of listFds("self")) {
     if (!listensOn(lib, fd, port)) continue;
     const cookie = intOption(lib, fd, SO_COOKIE);
     if (cookie !== undefined) cookies.push(cookie);
@@ -66,8 +70,8 @@ export function ownListeners(lib: SocketCalls, port: number): bigint[] {
 }
 
 /** Stops this process's own listener on `port` with that cookie. */
-export function stopOwnListener(lib: SocketCalls, port: number, cookie: bigint): boolean {
-  for (let fd = 0; fd < MAX_FD; fd++) {
+export function stopOwnListener(lib: SocketCalls, port: number, cookie: bigint, listFds: ListFds): boolean {
+  for (const fd of listFds("self")) {
     if (listensOn(lib, fd, port) && intOption(lib, fd, SO_COOKIE) === cookie) return stopListening(lib, fd);
   }
   return false;

@@ -10,6 +10,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
+  assertNoneLost,
   childrenOf,
   eventually,
   FIXTURES,
@@ -32,7 +33,7 @@ const noNetns = process.env.SHARDPORT_NO_NETNS;
 /** Not one request of the load failed or got an error status. */
 function noneFailed(stats: LoadStats, what: string): void {
   console.log(`${what}: ${stats.ok} ok, ${stats.failed} failed`);
-  assert.equal(stats.failed, 0, stats.errors.join("; "));
+  assertNoneLost(stats);
   assert.equal(stats.non2xx, 0);
   assert.ok(stats.ok > 100, "the load ran");
 }
@@ -83,7 +84,7 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
       writeFileSync(join(folder, ".env"), "X=1\n");
       const stats = await traffic.stop();
       console.log(`${rt.name} --watch: ${stats.ok} ok, ${stats.failed} failed during 3 reloads`);
-      assert.equal(stats.failed, 0, stats.errors.join("; "));
+      assertNoneLost(stats);
       assert.equal(stats.non2xx, 0);
       // The quiet period is 300 ms: give an ignored write twice that to show it reloads nothing.
       assert.equal(await eventually(() => reloads() > before, 1000), false, "ignored files reload nothing");

@@ -2,6 +2,7 @@
  * Test helpers: start shardport the way a user types it, talk HTTP to it, judge the spread.
  * @module
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
@@ -471,6 +472,23 @@ export interface LoadStats {
   failed: number;
   errors: string[];
   pids: Map<number, number>;
+}
+
+/**
+ * No request lost under load while listeners close (reloads, scaling, takeovers): 0 failed, with
+ * one exception, a single connection reset. Linux itself resets a connection whose handshake
+ * completes at the very moment its listener stops (README, "What is left: a kernel race"):
+ * whatever the server does, about one request in a few hundred reloads of 4 shards under load.
+ * That one is printed, not failed; any other error, or a second reset, fails. A server that
+ * resets what it accepted (Deno.serve's own shutdown: 17-31 per 5 reloads, or tcp_migrate_req=0)
+ * still fails here.
+ */
+export function assertNoneLost(stats: Pick<LoadStats, "failed" | "errors">, what = "failed requests"): void {
+  if (stats.failed === 1 && /ECONNRESET/.test(stats.errors[0] ?? "")) {
+    console.log(`${what}: 1 connection reset, taken as the kernel's listener-stop race: ${stats.errors[0]}`);
+    return;
+  }
+  assert.equal(stats.failed, 0, `${what}: ${stats.errors.join("; ")}`);
 }
 
 /**

@@ -21,6 +21,8 @@ export interface EarlyShard {
 }
 
 const RECORDED = ["message", "exit", "close", "error"] as const;
+/** An IPv4 or IPv6 address, not a name (node:net's isIP would cost Bun a module load here). */
+const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$/;
 
 /**
  * True when a plain listener (no SO_REUSEPORT) can bind host:port for a moment: then no socket
@@ -61,6 +63,9 @@ export async function startEarly(
   } catch {
     return undefined;
   }
+  // A name (localhost) may stand for several addresses, and the probe binds one: the guard, which
+  // looks at every address the name resolves to, goes first then.
+  if (!IP_LITERAL.test(config.host)) return undefined;
   if (!(await nothingListens(runtime, config.host, config.port))) return undefined;
   if (config.mode === "threads") await loadThreads();
   const handle = spawnShard(runtime, config, shardSpec(config, 0, 0));
