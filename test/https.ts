@@ -430,7 +430,7 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it) reloads the shards; every new TLS connection then gets it", async (t) => {
+    test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it, a link to a link swapped) reloads the shards; every new TLS connection then gets it", async (t) => {
       // The key stays; each renewal is a certificate with a new serial. First, laid out as the
       // kubelet mounts a Secret: tls.crt -> ..data/tls.crt, ..data -> ..v0, updated by swapping ..data.
       const secret = mkdtempSync(join(certs.dir, `secret-${rt.name}-`));
@@ -442,6 +442,11 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       symlinkSync(version(0), join(secret, "..data"));
       const cert = join(secret, "tls.crt");
       symlinkSync("..data/tls.crt", cert);
+      const live = `${secret}-live`;
+      const archive = `${secret}-archive`;
+      mkdirSync(archive);
+      for (const n of [4, 5])
+        copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-${n}.pem`), join(archive, `${n}.pem`));
       const app = await start(rt, [
         "--shards",
         "2",
@@ -472,6 +477,21 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           "file moved over",
           () =>
             replaceBy(cert, (next) => copyFileSync(signLeaf(certs.dir, `renewed-${rt.name}-3.pem`), next)),
+        ],
+        // Two links in two other folders, as a copy of certbot's layout is linked into an app's
+        // folder (cert -> live/fullchain.pem -> archive file): then only the link in live/ changes.
+        [
+          "linked to certbot's live/",
+          () => {
+            mkdirSync(live);
+            symlinkSync(join(archive, "4.pem"), join(live, "fullchain.pem"));
+            replaceBy(cert, (next) => symlinkSync(join(live, "fullchain.pem"), next));
+          },
+        ],
+        // Only live/ sees this one (archive/5.pem was written before the start).
+        [
+          "live/ link swapped",
+          () => replaceBy(join(live, "fullchain.pem"), (next) => symlinkSync(join(archive, "5.pem"), next)),
         ],
       ];
       const traffic = load(app.url, { concurrency: 2 });

@@ -13,7 +13,7 @@
  * deaf after the first file moved over the path.
  * @module
  */
-import { type FSWatcher, realpathSync, statSync, watch as watchFolder } from "node:fs";
+import { type FSWatcher, readlinkSync, realpathSync, statSync, watch as watchFolder } from "node:fs";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 
 /** node_modules, .git and every other dotfile or dot-folder are not the app's own files. */
@@ -32,6 +32,16 @@ function signature(path: string): string {
     return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code ?? "unreadable";
+  }
+}
+
+/** Which folder a path is (device and inode; its mtime changes with every file in it). */
+function identity(path: string): string {
+  try {
+    const stat = statSync(path);
+    return `${stat.dev}:${stat.ino}`;
+  } catch {
+    return "missing";
   }
 }
 
@@ -67,7 +77,8 @@ export async function watchForChanges(
   const files = paths.map((path) => resolve(path)).filter(isFile);
   const folders = paths.map((path) => resolve(path)).filter((path) => !files.includes(path));
   const seen = new Map(files.map((file) => [file, signature(file)]));
-  const folderWatchers = new Map<string, FSWatcher>();
+  /** Each watched folder's watcher, and what the folder's path resolved to when it was watched. */
+  const folderWatchers = new Map<string, { watcher: FSWatcher; at: string }>();
   /** Looks at every watched file after an event in one of their folders; watches new targets' folders. */
   const look = () => {
     for (const file of files) {
@@ -79,15 +90,26 @@ export async function watchForChanges(
     watchFolders();
   };
   const watchFolders = () => {
-    for (const file of files) {
-      for (const folder of new Set([dirname(file), dirname(realpathOr(file))])) {
-        if (folderWatchers.has(folder)) continue;
-        try {
-          const watcher = watchFolder(folder, { persistent: false }, look);
-          watcher.on("error", () => {}); // a folder that went away: its files read as missing
-          folderWatchers.set(folder, watcher);
-        } catch {}
-      }
+    const wanted = new Set(files.flatMap(chainFolders));
+    for (const [folder, { watcher, at }] of folderWatchers) {
+      // A folder no file's chain goes through any more (an old Secret version), or one replaced
+      // since (removed and made anew, renamed into place): its watch is of the old one.
+      if (wanted.has(folder) && identity(folder) === at) continue;
+      watcher.close();
+      folderWatchers.delete(folder);
+    }
+    for (const folder of wanted) {
+      if (folderWatchers.has(folder)) continue;
+      try {
+        const watcher = watchFolder(folder, { persistent: false }, look);
+        const entry = { watcher, at: identity(folder) };
+        // A folder that went away: its files read as missing, and the next look watches anew.
+        watcher.on("error", () => {
+          watcher.close();
+          if (folderWatchers.get(folder) === entry) folderWatchers.delete(folder);
+        });
+        folderWatchers.set(folder, entry);
+      } catch {}
     }
   };
   watchFolders();
@@ -112,7 +134,7 @@ export async function watchForChanges(
   return {
     close() {
       clearTimeout(timer);
-      for (const folderWatcher of folderWatchers.values()) folderWatcher.close();
+      for (const { watcher: folderWatcher } of folderWatchers.values()) folderWatcher.close();
       return watcher?.close() ?? Promise.resolve();
     },
   };
@@ -124,6 +146,29 @@ function isFile(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The folders a file's path goes through, link by link: its own, that of each symlink's target
+ * (certs/cert.pem -> /etc/letsencrypt/live/x/fullchain.pem -> ../../archive/x/fullchain3.pem:
+ * certs, live/x and archive/x; certbot renews by swapping the link in live/x), and the folder of
+ * what it finally resolves to.
+ */
+function chainFolders(file: string): string[] {
+  const folders = [dirname(file)];
+  let path = file;
+  for (let hop = 0; hop < 40; hop++) {
+    let target: string;
+    try {
+      target = readlinkSync(path);
+    } catch {
+      break; // not a link (or gone): the chain ends here
+    }
+    path = resolve(dirname(path), target);
+    folders.push(dirname(path));
+  }
+  folders.push(dirname(realpathOr(file)));
+  return [...new Set(folders)];
 }
 
 function realpathOr(path: string): string {
