@@ -12,7 +12,7 @@
  * @module
  */
 import { lookup } from "node:dns/promises";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, isAbsolute, join, relative } from "node:path";
 import { log } from "../log.ts";
 import { SHARD_ENV } from "../protocol.ts";
@@ -204,16 +204,42 @@ async function answers(): Promise<Answer[]> {
   return found.filter((answer) => answer !== undefined);
 }
 
-/** Launcher pids that pid files in runtimeDir() name. */
-function pidFilePids(): Set<number> {
-  const pids = new Set<number>();
+/** Launcher pids that pid files in runtimeDir() name, with when each file was written (ms). */
+function pidFilePids(): Map<number, number> {
+  const pids = new Map<number, number>();
   try {
     const dir = runtimeDir();
     for (const name of readdirSync(dir)) {
-      if (name.endsWith(".pid")) pids.add(Number(readFileSync(join(dir, name), "utf8").trim()));
+      if (!name.endsWith(".pid")) continue;
+      const file = join(dir, name);
+      pids.set(Number(readFileSync(file, "utf8").trim()), statSync(file).mtimeMs);
     }
   } catch {}
   return pids;
+}
+
+/** When a process started, in ms since the epoch: boot time plus its start in clock ticks (100 a second). */
+function startedAt(pid: number, readText: ReadText): number | undefined {
+  try {
+    const stat = readText(`/proc/${pid}/stat`);
+    const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+    const boot = Number(/^btime (\d+)$/m.exec(readText("/proc/stat"))?.[1]);
+    return Number.isFinite(ticks) && Number.isFinite(boot) ? boot * 1000 + ticks * 10 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a pid file names this process: it started before the file was written (a second of
+ * slack: boot time is in whole seconds). A killed launcher leaves its pid file, and its pid may
+ * since be another program's (seen in a long test run: a plain server taken for a stale group).
+ */
+function namedBy(files: Map<number, number>, pid: number, readText: ReadText): boolean {
+  const written = files.get(pid);
+  if (written === undefined) return false;
+  const started = startedAt(pid, readText);
+  return started === undefined || started <= written + 1000;
 }
 
 const isShard = (pid: number, readText: ReadText) => {
@@ -250,10 +276,10 @@ async function ownersOf(pids: number[], readText: ReadText): Promise<Owner[]> {
     } else if (parent !== undefined && isShard(pid, readText)) {
       add(
         `stale ${parent}`,
-        () => ({ kind: "stale", pid: parent, pids: [], pidFile: named.has(parent) }),
+        () => ({ kind: "stale", pid: parent, pids: [], pidFile: namedBy(named, parent, readText) }),
         pid,
       );
-    } else if (named.has(pid)) {
+    } else if (namedBy(named, pid, readText)) {
       add(`stale ${pid}`, () => ({ kind: "stale", pid, pids: [], pidFile: true }), pid);
     } else add("other", () => ({ kind: "other", pids: [] }), pid);
   }
@@ -267,8 +293,8 @@ function describe(owner: Owner, where: string, readText: ReadText): string {
   }
   if (owner.kind === "stale") {
     const shards = owner.pids.filter((pid) => pid !== owner.pid);
-    const held = shards.length ? `its shards (${shards.join(", ")})` : "it";
-    return `a shardport launcher (pid ${owner.pid}) that answers on no control socket in ${runtimeDir()} (a stale group) serves ${where}: ${held} hold the port`;
+    const held = shards.length ? `its shards (${shards.join(", ")}) hold` : "it holds";
+    return `a shardport launcher (pid ${owner.pid}) that answers on no control socket in ${runtimeDir()} (a stale group) serves ${where}: ${held} the port`;
   }
   if (owner.pids.length === 0) return `${where} is in use by a process this user cannot see`;
   return `${where} is in use by ${describePids(owner.pids, readText)}`;
