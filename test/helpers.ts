@@ -316,8 +316,14 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
-  // A zombie waits for a reaper but holds no socket: it counts as gone.
-  const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, "utf8") : "";
+  // A zombie waits for a reaper but holds no socket: it counts as gone. So does a process reaped
+  // between the signal and the read (ESRCH).
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return false;
+  }
   return !/^\d+ \(.*\) Z/.test(stat);
 }
 
