@@ -75,6 +75,7 @@ const channel: LauncherChannel = {
   send: async (message) => scope.postMessage(message),
   onMessage: (listener) => listeners.push(listener),
   onGone: () => {},
+  onSignal: () => {},
   exit: (code) => Deno.exit(code),
 };
 

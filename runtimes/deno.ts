@@ -3,27 +3,32 @@
  * permissions they need (never -A). Entry of `deno task start`.
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { realpathSync } from "node:fs";
-import { dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
-import { ThreadHandle } from "../src/launcher/threads.ts";
+import { ThreadHandle } from "../src/launcher/thread-handle.ts";
 import { log } from "../src/log.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
-import { type LauncherMessage, SHARD_ENV, SHARD_STDIO, type ShardSpec } from "../src/protocol.ts";
-import type { Runtime, ShardAccess } from "../src/types.ts";
+import { type LauncherMessage, SHARD_ENV, type ShardSpec } from "../src/protocol.ts";
+import type { Runtime, ShardAccess, ShardHandle } from "../src/types.ts";
 import { canStopListeners, ownListeners, stopChildListener, stopOwnListener } from "./deno-listener.ts";
+import { DenoShardProcess } from "./deno-process.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
 import type { ListenTurn, ThreadExit } from "./deno-thread.ts";
+
+// No node: module here: the launcher's way to its first shard loads only what it needs
+// (node:child_process, node:fs, node:url and node:worker_threads cost Deno 10 to 15 ms).
+
+/** A file: URL's path, as node:url's fileURLToPath gives it on POSIX. */
+const filePath = (url: string | URL) => decodeURIComponent(new URL(url).pathname);
+/** The folder of an absolute path. */
+const dirname = (path: string) => path.slice(0, path.lastIndexOf("/")) || "/";
 
 // A path where this module is a file (the repository, the npm package); its URL where it is not
 // (imported from JSR), which `deno run` and Worker take as well.
 const local = import.meta.url.startsWith("file:");
-const entry = local ? fileURLToPath(import.meta.url) : import.meta.url;
+const entry = local ? filePath(import.meta.url) : import.meta.url;
 /** A shard process's entry: runtimes/deno-shard.ts, or dist/deno-shard.js beside a bundled entry. */
 const shardUrl = new URL(`./deno-shard.${import.meta.url.endsWith(".js") ? "js" : "ts"}`, import.meta.url);
-const shardEntry = local ? fileURLToPath(shardUrl) : shardUrl.href;
+const shardEntry = local ? filePath(shardUrl) : shardUrl.href;
 /** The package's root folder (shards may read it), where it is one. */
 const root = local ? dirname(dirname(entry)) : undefined;
 
@@ -58,19 +63,23 @@ function shardPermissions(access: ShardAccess) {
 
 function realPath(path: string): string {
   try {
-    return realpathSync(path);
+    return Deno.realPathSync(path);
   } catch {
     return path;
   }
 }
 
-/** As a shard process's flags, plus what SHARDPORT_DENO_FLAGS adds. */
-function permissions(access: ShardAccess): string[] {
+/**
+ * As a shard process's flags, plus what SHARDPORT_DENO_FLAGS adds. `channel`: the launcher's
+ * socket (runtimes/deno-process.ts), which Deno asks net, read and write access for to connect.
+ */
+function permissions(access: ShardAccess, channel: string): string[] {
   const { net, read, sys } = shardPermissions(access);
   const extra = (process.env.SHARDPORT_DENO_FLAGS ?? "").split(/\s+/).filter(Boolean);
   return [
-    `--allow-net=${net.join(",")}`,
-    `--allow-read=${read.join(",")}`,
+    `--allow-net=${[...net, `unix:${channel}`].join(",")}`,
+    `--allow-read=${[...read, channel].join(",")}`,
+    `--allow-write=${channel}`,
     "--allow-env",
     `--allow-sys=${sys.join(",")}`,
     ...extra,
@@ -91,13 +100,13 @@ function threadPermissions(access: ShardAccess) {
  * A Deno.serve shard process whose drain first stops its listening socket (runtimes/
  * deno-listener.ts), so that Deno.serve's shutdown() resets nothing.
  */
-function stopsListenerOnDrain(child: ChildProcess, spec: ShardSpec): ChildProcess {
+function stopsListenerOnDrain(child: ShardHandle, spec: ShardSpec): ShardHandle {
   if (spec.http !== "native" || !canStopListeners()) return child;
-  const send = child.send.bind(child) as (message: LauncherMessage) => boolean;
-  child.send = ((message: LauncherMessage) => {
+  const send = child.send.bind(child);
+  child.send = (message: LauncherMessage) => {
     if (message.type !== "drain" || child.pid === undefined) return send(message);
     return send({ type: "drain", listenerStopped: stopChildListener(child.pid, spec.port) });
-  }) as ChildProcess["send"];
+  };
   return child;
 }
 
@@ -235,10 +244,13 @@ export const deno: Runtime = {
   version: Deno.version.deno,
   spawnShard: (env, access) =>
     stopsListenerOnDrain(
-      spawn(Deno.execPath(), ["run", "--unstable-net", "--no-prompt", ...permissions(access), shardEntry], {
-        stdio: SHARD_STDIO,
-        env,
-      }),
+      new DenoShardProcess(Deno.execPath(), env, (channel) => [
+        "run",
+        "--unstable-net",
+        "--no-prompt",
+        ...permissions(access, channel),
+        shardEntry,
+      ]),
       JSON.parse(env[SHARD_ENV] ?? "{}"),
     ),
   listen: listenDeno,

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
-import { freshPort, get, RUNTIMES, start } from "./helpers.ts";
+import { childrenOf, freshPort, get, RUNTIMES, start } from "./helpers.ts";
 import { shardSuite } from "./suite.ts";
 
 shardSuite(RUNTIMES.deno);
@@ -51,5 +51,31 @@ describe("deno permissions", () => {
     assert.equal(thread.run, "allowed");
     assert.equal(thread.write, "allowed");
     assert.equal(thread.read, "allowed");
+  });
+});
+
+describe("deno shard process", () => {
+  test("listens without Deno's Node layer; its channel is a socket in a 0700 folder, removed at exit", async () => {
+    const args = ["--shards", "1", "--port", String(freshPort()), "test/fixtures/deno-node-layer.ts"];
+    const app = await start(RUNTIMES.deno, args);
+    let socket: string | undefined;
+    try {
+      const first = JSON.parse((await get(app.url)).body);
+      // The first request finds the layer not booted; the app's own touch of `process` boots it.
+      assert.deepEqual({ before: first.before, after: first.after }, { before: false, after: true });
+      assert.equal(JSON.parse((await get(app.url)).body).before, true);
+      assert.deepEqual(childrenOf(app.launcherPid), [first.pid]);
+      const cmdline = readFileSync(`/proc/${first.pid}/cmdline`, "utf8").split("\0");
+      const environ = readFileSync(`/proc/${first.pid}/environ`, "utf8");
+      assert.doesNotMatch(environ, /NODE_CHANNEL_FD/);
+      socket = cmdline.find((word) => word.startsWith("--allow-write="))?.slice("--allow-write=".length);
+      assert.ok(socket && !socket.includes(","), `one path to write: ${cmdline.join(" ")}`);
+      assert.equal(statSync(dirname(socket)).mode & 0o777, 0o700);
+      assert.ok(statSync(socket).isSocket());
+    } finally {
+      process.kill(app.launcherPid, "SIGTERM");
+    }
+    assert.equal(await app.exited, 0);
+    assert.equal(existsSync(dirname(socket ?? "")), false);
   });
 });

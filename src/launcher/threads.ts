@@ -4,46 +4,10 @@
  * and exit events), so start, reload, restart and drain are the same code in both modes.
  * @module
  */
-import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
 import { log } from "../log.ts";
 import type { LauncherMessage } from "../protocol.ts";
-
-/**
- * What the supervisor drives for a shard thread, the same handle a child process gives it:
- * send, kill, "message", then "exit" and (later, as for a process) "close". A subclass says how
- * to post to its thread and how to end it, and calls `exited()` when the thread has ended.
- */
-export abstract class ThreadHandle extends EventEmitter {
-  /** The launcher's pid: threads share it. */
-  readonly pid = process.pid;
-  abstract readonly label: string;
-  connected = true;
-
-  protected abstract post(message: LauncherMessage): void;
-  /** Ends the thread at once (SIGKILL). */
-  protected abstract terminate(): void;
-
-  protected exited(code: number | null, signal: NodeJS.Signals | null): void {
-    if (!this.connected) return;
-    this.connected = false;
-    this.emit("exit", code, signal);
-    // As a child process does, "close" follows "exit" later, once its listeners are in place.
-    setTimeout(() => this.emit("close", code, signal), 0);
-  }
-
-  send(message: LauncherMessage): boolean {
-    if (this.connected) this.post(message);
-    return this.connected;
-  }
-
-  /** SIGKILL terminates the thread at once; any other signal asks it to drain. */
-  kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
-    if (signal !== "SIGKILL") return this.send({ type: "drain" });
-    this.terminate();
-    return true;
-  }
-}
+import { ThreadHandle } from "./thread-handle.ts";
 
 /**
  * Passed to every shard thread: a lock under which a thread opens its listener, so that it can

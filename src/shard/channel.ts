@@ -18,6 +18,7 @@ const processChannel = (): LauncherChannel => ({
     }),
   onMessage: (listener) => process.on("message", listener),
   onGone: (listener) => process.on("disconnect", listener),
+  onSignal: (signal, listener) => process.on(signal, listener),
   exit: (code) => process.exit(code),
 });
 
@@ -30,6 +31,7 @@ const threadChannel = (): LauncherChannel => {
     send: async (message) => parentPort?.postMessage(message),
     onMessage: (listener) => parentPort?.on("message", listener),
     onGone: () => {},
+    onSignal: () => {},
     exit: (code) => process.exit(code),
   };
 };

@@ -21,9 +21,13 @@ export interface LauncherChannel {
   onMessage(listener: (message: LauncherMessage) => void): void;
   /** The launcher is gone. A thread cannot outlive it, so only a process listens. */
   onGone(listener: () => void): void;
+  /** A signal to this process (only where it owns one). */
+  onSignal(signal: ShardSignal, listener: () => void): void;
   /** Ends the shard (the process, or only the thread). */
   exit(code: number): void;
 }
+
+export type ShardSignal = "SIGINT" | "SIGTERM" | "SIGTTIN" | "SIGTTOU";
 
 /** What a shard needs of its runtime. */
 export type ShardRuntime = Pick<Runtime, "name" | "listen" | "loadTypeScript" | "memoryUsage">;
@@ -51,7 +55,7 @@ export async function runShard(
   // Ctrl-C reaches every process of the terminal's group: the launcher decides what it means.
   // So may SIGTTIN and SIGTTOU (scaling), whose default action would stop this process.
   if (channel.ownsProcess)
-    for (const signal of ["SIGINT", "SIGTTIN", "SIGTTOU"]) process.on(signal, () => {});
+    for (const signal of ["SIGINT", "SIGTTIN", "SIGTTOU"] as const) channel.onSignal(signal, () => {});
 
   let listener: Listener | undefined;
   let draining = false;
@@ -77,7 +81,7 @@ export async function runShard(
     await logReady;
     channel.exit(0);
   };
-  if (channel.ownsProcess) process.on("SIGTERM", () => drain());
+  if (channel.ownsProcess) channel.onSignal("SIGTERM", () => drain());
   let stats: Awaited<ReturnType<typeof instrument>> | undefined;
   let gotTicketKeys: (keys: string) => void = () => {};
   const ticketKeys = new Promise<string>((resolve) => {

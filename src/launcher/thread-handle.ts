@@ -1,0 +1,44 @@
+/**
+ * The handle of a shard thread, as the supervisor drives it (src/launcher/threads.ts). Apart from
+ * threads.ts so that a runtime with threads of its own (Deno's Worker, runtimes/deno.ts) does not
+ * load node:worker_threads on the launcher's way to its first shard.
+ * @module
+ */
+import { EventEmitter } from "node:events";
+import type { LauncherMessage } from "../protocol.ts";
+
+/**
+ * What the supervisor drives for a shard thread, the same handle a child process gives it:
+ * send, kill, "message", then "exit" and (later, as for a process) "close". A subclass says how
+ * to post to its thread and how to end it, and calls `exited()` when the thread has ended.
+ */
+export abstract class ThreadHandle extends EventEmitter {
+  /** The launcher's pid: threads share it. */
+  readonly pid = process.pid;
+  abstract readonly label: string;
+  connected = true;
+
+  protected abstract post(message: LauncherMessage): void;
+  /** Ends the thread at once (SIGKILL). */
+  protected abstract terminate(): void;
+
+  protected exited(code: number | null, signal: NodeJS.Signals | null): void {
+    if (!this.connected) return;
+    this.connected = false;
+    this.emit("exit", code, signal);
+    // As a child process does, "close" follows "exit" later, once its listeners are in place.
+    setTimeout(() => this.emit("close", code, signal), 0);
+  }
+
+  send(message: LauncherMessage): boolean {
+    if (this.connected) this.post(message);
+    return this.connected;
+  }
+
+  /** SIGKILL terminates the thread at once; any other signal asks it to drain. */
+  kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
+    if (signal !== "SIGKILL") return this.send({ type: "drain" });
+    this.terminate();
+    return true;
+  }
+}
