@@ -27,12 +27,18 @@ interface ChannelServer {
 
 let server: ChannelServer | undefined;
 
+/** The launcher's folder: `$TMPDIR/shardport-channel-XXXX`, holding its socket. */
+const PREFIX = "shardport-channel-";
+const SOCKET = "channel.sock";
+/** How long after its first shard a launcher looks for the folders of launchers that were killed. */
+const SWEEP_AFTER_MS = 2000;
+
 /** The launcher's socket, made at its first shard process. */
 function channelServer(): ChannelServer {
   if (server) return server;
-  const dir = Deno.makeTempDirSync({ prefix: "shardport-" });
+  const dir = Deno.makeTempDirSync({ prefix: PREFIX });
   Deno.chmodSync(dir, 0o700);
-  const path = `${dir}/channel.sock`;
+  const path = `${dir}/${SOCKET}`;
   const listener = Deno.listen({ transport: "unix", path });
   // The shards' processes keep the launcher alive, not this socket.
   listener.unref();
@@ -45,7 +51,32 @@ function channelServer(): ChannelServer {
   });
   server = { path, expected: new Map(), unidentified: new Set() };
   void accept(listener, server);
+  // Not on the way to the first answer: a while after the start.
+  Deno.unrefTimer(setTimeout(() => void sweepStale(dir), SWEEP_AFTER_MS));
   return server;
+}
+
+/**
+ * Removes the folders that launchers killed by SIGKILL left behind (they had no time to): a
+ * folder whose socket refuses connections has no launcher any more. A socket not made yet, or
+ * another user's folder, is left alone.
+ */
+async function sweepStale(own: string): Promise<void> {
+  const parent = own.slice(0, own.lastIndexOf("/"));
+  try {
+    for await (const entry of Deno.readDir(parent)) {
+      const dir = `${parent}/${entry.name}`;
+      if (!entry.isDirectory || !entry.name.startsWith(PREFIX) || dir === own) continue;
+      try {
+        (await Deno.connect({ transport: "unix", path: `${dir}/${SOCKET}` })).close();
+      } catch (error) {
+        if (error instanceof Deno.errors.ConnectionRefused)
+          await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+    }
+  } catch {
+    // The temporary folder cannot be listed: nothing to sweep.
+  }
 }
 
 async function accept(listener: Deno.Listener, channels: ChannelServer): Promise<void> {

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
-import { childrenOf, freshPort, get, RUNTIMES, start } from "./helpers.ts";
+import { childrenOf, eventually, freshPort, get, isAlive, RUNTIMES, start } from "./helpers.ts";
 import { shardSuite } from "./suite.ts";
 
 shardSuite(RUNTIMES.deno);
@@ -77,5 +77,35 @@ describe("deno shard process", () => {
     }
     assert.equal(await app.exited, 0);
     assert.equal(existsSync(dirname(socket ?? "")), false);
+  });
+
+  test("a launcher killed by SIGKILL: its shard exits; the next launcher removes the folder it left", async () => {
+    const socketOf = (shardPid: number) => {
+      const words = readFileSync(`/proc/${shardPid}/cmdline`, "utf8").split("\0");
+      return words.find((word) => word.startsWith("--allow-write="))?.slice("--allow-write=".length) ?? "";
+    };
+    const args = (port: number) => [
+      "--shards",
+      "1",
+      "--port",
+      String(port),
+      "test/fixtures/deno-node-layer.ts",
+    ];
+    const killed = await start(RUNTIMES.deno, args(freshPort()));
+    const [shard] = childrenOf(killed.launcherPid);
+    const left = dirname(socketOf(shard));
+    process.kill(killed.launcherPid, "SIGKILL");
+    await killed.exited;
+    // The socket's end tells the shard that its launcher is gone: it drains and exits.
+    await eventually(() => !isAlive(shard), 5000);
+    assert.ok(existsSync(left), "a SIGKILLed launcher cannot remove its folder");
+    const next = await start(RUNTIMES.deno, args(freshPort()));
+    try {
+      await eventually(() => !existsSync(left), 10_000);
+      assert.ok(existsSync(dirname(socketOf(childrenOf(next.launcherPid)[0]))), "its own stays");
+    } finally {
+      process.kill(next.launcherPid, "SIGTERM");
+    }
+    assert.equal(await next.exited, 0);
   });
 });

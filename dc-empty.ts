@@ -1,0 +1,1 @@
+Deno.exit(0)
