@@ -146,12 +146,14 @@ export class DenoShardProcess extends EventEmitter {
   /** `args(channel)`: the command's arguments, given the path of the launcher's socket. */
   constructor(command: string, env: Record<string, string | undefined>, args: (channel: string) => string[]) {
     super();
-    const channels = channelServer();
     const token = crypto.randomUUID();
-    const address: ChannelAddress = { path: channels.path, token };
-    const childEnv: Record<string, string> = { [CHANNEL_ENV]: JSON.stringify(address) };
-    for (const [name, value] of Object.entries(env)) if (value !== undefined) childEnv[name] = value;
+    let channels: ChannelServer;
     try {
+      // Its socket too: a launcher that may not make it (no --allow-write) cannot start a shard.
+      channels = channelServer();
+      const address: ChannelAddress = { path: channels.path, token };
+      const childEnv: Record<string, string> = { [CHANNEL_ENV]: JSON.stringify(address) };
+      for (const [name, value] of Object.entries(env)) if (value !== undefined) childEnv[name] = value;
       this.child = new Deno.Command(command, {
         args: args(channels.path),
         env: childEnv,
