@@ -1,1 +1,0 @@
-Deno.exit(0)
