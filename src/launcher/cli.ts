@@ -105,7 +105,7 @@ export async function runLauncher(
   runtime: Runtime,
   defaultApp: string,
   signals = new LauncherSignals(),
-  early?: EarlyShard,
+  early: EarlyShard[] = [],
 ): Promise<void> {
   let config: Config;
   try {
@@ -191,7 +191,7 @@ export async function launch(
   runtime: Runtime,
   config: Config,
   signals = new LauncherSignals(),
-  early?: EarlyShard,
+  early: EarlyShard[] = [],
 ): Promise<Launched> {
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
@@ -265,8 +265,8 @@ export async function launch(
   });
   stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
-  // An early shard (src/launcher/early.ts) means that its bind probe found the port free.
-  const takeover = await guard(runtime, config, readProcFile(runtime), early !== undefined);
+  // Early shards (src/launcher/early.ts) mean that their bind probe found the port free.
+  const takeover = await guard(runtime, config, readProcFile(runtime), early.length > 0);
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,

@@ -233,8 +233,8 @@ export class Supervisor {
   reloads = 0;
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
-  /** Shard 0 of the first start, when it was started before the launcher had loaded. */
-  early?: EarlyShard;
+  /** Shards of the first start that were started before the launcher had loaded, by slot. */
+  early: EarlyShard[] = [];
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
   /** The last generation that every slot reached. */
   private generation = 0;
@@ -274,9 +274,9 @@ export class Supervisor {
   }
 
   private spawn(index: number, generation: number, firstStart = false): Shard {
-    // The first start's shard 0 may be running already (src/launcher/early.ts).
-    const early = firstStart && index === 0 ? this.early : undefined;
-    this.early = undefined;
+    // The first start's shards may be running already (src/launcher/early.ts).
+    const early = firstStart ? this.early[index] : undefined;
+    if (early) delete this.early[index];
     const child =
       early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
     this.onSpawn?.(child);
@@ -298,6 +298,8 @@ export class Supervisor {
       shards.forEach((shard, index) => {
         this.slots[index] = shard;
       });
+      // An early shard beyond the count (none, unless the count changed in between) is not ours.
+      for (const extra of this.early.splice(0)) extra?.handle.kill("SIGKILL");
       const results = await Promise.allSettled(shards.map((shard) => shard.ready));
       const failure = results.find((result) => result.status === "rejected");
       if (failure && !this.stopping) {
