@@ -72,10 +72,10 @@ export interface Runtime {
   /** This runtime's entry module: what a shard thread runs in threads mode. */
   readonly entry: string;
   /**
-   * Starts one shard: this runtime's entry in a child process whose fd 3 is the IPC channel.
-   * `env` carries the shard's spec (see protocol.ts).
+   * Starts one shard: this runtime's entry in a child process with an IPC channel (node:child_process's
+   * fd 3, or Bun.spawn's on Bun). `env` carries the shard's spec (see protocol.ts).
    */
-  spawnShard(env: NodeJS.ProcessEnv, access: ShardAccess): ChildProcess;
+  spawnShard(env: NodeJS.ProcessEnv, access: ShardAccess): ShardHandle;
   /** Binds host:port with SO_REUSEPORT and serves `fetch`. Throws a ListenError. */
   listen(options: ListenOptions): Promise<Listener>;
   /**
