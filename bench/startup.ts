@@ -92,6 +92,20 @@ function configs(): StartConfig[] {
         env: { PORT: String(port) },
       }),
     });
+    list.push({
+      name: `${runtime} spawn loop 2`,
+      runtime,
+      listeners: 2,
+      restarts: false,
+      // The floor of a supervisor that is a process of the same runtime (bench/peers/spawn-loop.js).
+      command: (port) => ({
+        argv:
+          runtime === "deno"
+            ? ["deno", "run", "--allow-run", "--allow-env", "--allow-read", "bench/peers/spawn-loop.js"]
+            : [runtime, "bench/peers/spawn-loop.js"],
+        env: { PORT: String(port), WORKERS: "2" },
+      }),
+    });
   }
   list.push({
     name: "deno serve --parallel 2",
