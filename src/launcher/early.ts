@@ -9,6 +9,7 @@
  * @module
  */
 import { statSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import type { Runtime, ShardHandle } from "../types.ts";
 import { parseConfig } from "./config.ts";
 import { loadThreads, shardSpec, spawnShard } from "./spawn.ts";
@@ -46,10 +47,10 @@ async function nothingListens(runtime: Runtime, host: string, port: number): Pro
 }
 
 /**
- * Starts the shards of generation 0 now, if it is safe to (see above); else an empty list. All
- * of them where their count is known without the runtime's own /proc reads (given by --shards or
- * SHARDS, or read through node:fs on Bun and Node); else shard 0 only (Deno, which would run a
- * program for each cgroup file).
+ * Starts the shards of generation 0 now, if it is safe to (see above); else an empty list. As
+ * many as there are CPUs where their count is known without the runtime's own /proc reads (given
+ * by --shards or SHARDS, or read through node:fs on Bun and Node); else shard 0 only (Deno, which
+ * would run a program for each cgroup file). The supervisor starts the others.
  */
 export async function startEarly(
   runtime: Runtime,
@@ -85,7 +86,8 @@ export async function startEarly(
   if (!IP_LITERAL.test(config.host)) return [];
   if (!(await nothingListens(runtime, config.host, config.port))) return [];
   if (config.mode === "threads") await loadThreads();
-  const count = countKnown ? config.shards : 1;
+  // No more at once than there are CPUs to start them: the first answer waits for none of them.
+  const count = countKnown ? Math.min(config.shards, availableParallelism()) : 1;
   return Array.from({ length: count }, (_, index) =>
     record(spawnShard(runtime, config, shardSpec(config, index, 0))),
   );
