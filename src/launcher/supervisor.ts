@@ -233,6 +233,8 @@ export class Supervisor {
   reloads = 0;
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
+  /** Every process that ran a shard of this launcher (the launcher itself for threads). */
+  readonly pids = new Set<number>([process.pid]);
   /** Shards of the first start that were started before the launcher had loaded, by slot. */
   early: EarlyShard[] = [];
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
@@ -279,6 +281,7 @@ export class Supervisor {
     if (early) delete this.early[index];
     const child =
       early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
+    if (child.pid !== undefined) this.pids.add(child.pid);
     this.onSpawn?.(child);
     const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs);
     early?.replay();
