@@ -19,6 +19,8 @@ export interface EarlyShard {
   handle: ShardHandle;
   /** Settles on the first thing it says or does (a message, its exit, an error). */
   firstWord: Promise<void>;
+  /** When it was started (Date.now()): its --ready-timeout counts from then. */
+  startedAt: number;
   /** Emits again what the handle emitted before its listeners were attached, then stops recording. */
   replay(): void;
 }
@@ -114,6 +116,7 @@ function record(handle: ShardHandle): EarlyShard {
   return {
     handle,
     firstWord,
+    startedAt: Date.now(),
     replay() {
       for (const [name, recorder] of recorders) handle.off(name, recorder);
       for (const [name, args] of recorded) handle.emit(name, ...args);

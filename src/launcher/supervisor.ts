@@ -109,6 +109,8 @@ class Shard {
     firstStart: boolean,
     child: ShardHandle,
     readyTimeoutMs: number,
+    /** How long it has been starting already (a shard started before the launcher loaded). */
+    startingForMs = 0,
   ) {
     this.index = index;
     this.generation = generation;
@@ -126,11 +128,14 @@ class Shard {
     });
     this.ready = new Promise((resolve, reject) => {
       let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        reject(new ShardStartError(index, `shard ${index} was not ready within ${readyTimeoutMs} ms`));
-        this.kill();
-      }, readyTimeoutMs);
+      const timer = setTimeout(
+        () => {
+          timedOut = true;
+          reject(new ShardStartError(index, `shard ${index} was not ready within ${readyTimeoutMs} ms`));
+          this.kill();
+        },
+        Math.max(0, readyTimeoutMs - startingForMs),
+      );
       child.on("message", (message) => {
         if (!isShardMessage(message)) return;
         if (message.type === "stats") return this.pendingStats.get(message.id)?.(message);
@@ -283,7 +288,9 @@ export class Supervisor {
       early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
     if (child.pid !== undefined) this.pids.add(child.pid);
     this.onSpawn?.(child);
-    const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs);
+    // An early shard has been starting since before the launcher loaded: that time counts.
+    const startingFor = early ? Date.now() - early.startedAt : 0;
+    const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs, startingFor);
     early?.replay();
     shard.exited.then(() => this.onExit(shard));
     return shard;
