@@ -1,11 +1,14 @@
 /**
- * Cold start: the launcher's first shard starts before the rest of the launcher has loaded (the
- * logger, the control socket, the supervisor), so that the first answer comes about one runtime
- * start after the command, not two plus the launcher's own loading. Only where nothing could go
- * wrong by it: a `serve` command whose flags parse, whose app module is a file, without TLS (its
- * files are checked first), on a runtime that shares ports, and only while nothing at all listens
- * on the port, so that the launcher's own checks (another launcher, a foreign listener) still
- * come before any shard of ours joins a group. Otherwise the launcher starts every shard itself.
+ * Cold start: the launcher's first shards start before the rest of the launcher has loaded (the
+ * logger, the control socket, the supervisor), and the rest loads once they have said they are
+ * ready (or failed), so that the first answer comes about one runtime start after the command,
+ * not two plus the launcher's own loading, and the shards need not share the CPU with it. Only
+ * where nothing could go wrong by it: a `serve` command whose flags parse, whose app module is a
+ * file, without TLS (its files are checked first), on a runtime that shares ports, and only while
+ * nothing at all listens on the port, so that the launcher's own checks (another launcher, a
+ * foreign listener) still come before any shard of ours joins a group; what binds between the
+ * probe and the shards' listen is refused after the start (guard.ts, joinedDuringStart).
+ * Otherwise the launcher starts every shard itself.
  * @module
  */
 import { statSync } from "node:fs";
