@@ -3,7 +3,8 @@
  * answers after the command is typed, against a bare process serving the same app.
  * - first answer: from spawn to the first 200 on `/`;
  * - all ready: from spawn until every shard listens (N sockets, asked of `ss` once the first 200 came);
- * - restart: from SIGKILL of one shard until N sockets listen again and `/` answers.
+ * - restart: from SIGKILL of one shard (a second after all ready) until N sockets listen again and
+ *   `/` answers.
  * Configurations alternate within each round (A B C A B C ...); the table shows medians.
  * @module
  */
@@ -223,6 +224,9 @@ async function measure(config: StartConfig): Promise<Sample> {
     let restartMs = Number.NaN;
     const victim = config.restarts ? childrenOf(child.pid ?? -1)[0] : undefined;
     if (victim) {
+      // A second after all ready: the launcher loads the rest of itself once its first shards are
+      // ready (src/launcher/early.ts), and a crash in that moment would time its loading too.
+      await sleep(1000);
       const killed = performance.now();
       process.kill(victim, "SIGKILL");
       // Wait for the socket to go, then for N again.
