@@ -5,7 +5,6 @@
  */
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
-import { SHARD_STDIO } from "../src/protocol.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
 import { listenFindingSocket, type OwnListener, readAcceptedSleeping } from "./bun-listener.ts";
 
@@ -18,10 +17,9 @@ export const bun: Runtime = {
   entry,
   version: Bun.version,
   refusesHttp: { node: "Bun's node:http silently drops reusePort (oven-sh/bun#43690)" },
+  // Loaded by the launcher only, synchronously (spawnShard is): a shard never loads it.
   spawnShard: (env) =>
-    process
-      .getBuiltinModule("node:child_process")
-      .spawn(process.execPath, [entry], { stdio: SHARD_STDIO, env }),
+    new (require("./bun-process.ts") as typeof import("./bun-process.ts")).BunShardProcess(entry, env),
   async canBind(hostname, port) {
     try {
       Bun.listen({ hostname, port, socket: { data() {} } }).stop(true);

@@ -35,9 +35,10 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       // Signals first, before anything else of the launcher loads (see launcher/signals.ts).
       const { LauncherSignals } = await import("./launcher/signals.ts");
       const signals = new LauncherSignals();
-      // Then the first shard, while the rest of the launcher loads (see launcher/early.ts).
-      const { startEarly } = await import("./launcher/early.ts");
+      // Then the first shards; the rest of the launcher loads once they have spoken (launcher/early.ts).
+      const { startEarly, firstWords } = await import("./launcher/early.ts");
       const early = await startEarly(runtime, defaultApp, process.argv.slice(2));
+      await firstWords(early);
       const { runLauncher } = await import("./launcher/cli.ts");
       await runLauncher(runtime, defaultApp, signals, early);
     }

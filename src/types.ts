@@ -72,9 +72,9 @@ export interface Runtime {
   /** This runtime's entry module: what a shard thread runs in threads mode. */
   readonly entry: string;
   /**
-   * Starts one shard: this runtime's entry in a child process whose fd 3 is the IPC channel
-   * (Deno: a handle of its own, runtimes/deno-process.ts).
-   * `env` carries the shard's spec (see protocol.ts).
+   * Starts one shard: this runtime's entry in a child process with an IPC channel (node:child_process's
+   * fd 3, or Bun.spawn's on Bun; Deno: a handle of its own, runtimes/deno-process.ts). `env`
+   * carries the shard's spec (see protocol.ts).
    */
   spawnShard(env: NodeJS.ProcessEnv, access: ShardAccess): ShardHandle;
   /** Binds host:port with SO_REUSEPORT and serves `fetch`. Throws a ListenError. */

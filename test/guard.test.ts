@@ -7,6 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { addressesOverlap, parseIp, parseProcAddress, tcpListeners } from "../src/launcher/port-holder.ts";
@@ -28,6 +29,7 @@ import {
 } from "./helpers.ts";
 
 const FAULT_APP = join(FIXTURES, "fault-app.ts");
+const WAITS_APP = join(FIXTURES, "waits-for-file.ts");
 const shardportLines = (output: string) => output.split("\n").filter((line) => line.startsWith("shardport:"));
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
@@ -131,6 +133,39 @@ for (const rt of [RUNTIMES.bun, RUNTIMES.deno, RUNTIMES.node]) {
         holder.close();
       }
       assert.ok(await eventually(() => portIsFree(port), 5000));
+    });
+
+    test("a SO_REUSEPORT server that binds while the first shards load is refused once they listen", async () => {
+      const port = freshPort();
+      // In the app's folder: a Deno shard may read only there and in the project.
+      const dir = mkdtempSync(join(FIXTURES, "flag-"));
+      const flag = join(dir, "go");
+      // The launcher's bind probe finds the port free, and its first shard starts loading the app.
+      const proc = run(rt, ["--shards", "1", "--port", String(port), WAITS_APP], { FLAG_FILE: flag });
+      let holder: Awaited<ReturnType<typeof reusePortListener>> | undefined;
+      try {
+        assert.ok(
+          await eventually(() => proc.output().includes("waiting for FLAG_FILE"), 30_000),
+          proc.output(),
+        );
+        // Something binds now, between the probe and the shard's listen; then the app loads.
+        holder = await reusePortListener(port);
+        writeFileSync(flag, "");
+        assert.equal(await proc.exited, 1, proc.output());
+        const lines = shardportLines(proc.output());
+        assert.equal(lines.length, 1, proc.output());
+        assert.match(
+          lines[0],
+          new RegExp(
+            `^shardport: error: 127\\.0\\.0\\.1:${port} was bound by pid ${holder.pid} \\(python3 -c .*\\) while the shards started, and would share their connections: stopped`,
+          ),
+        );
+        assert.equal(tcpListeners(port).length, 1, "only the other program listens");
+        assert.ok(isAlive(holder.pid), "the other program is left alone");
+      } finally {
+        holder?.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     test("a stale group (its launcher answers no control socket) is told from a live launcher", async () => {

@@ -506,6 +506,23 @@ export function shardSuite(rt: RuntimeUnderTest): void {
       assert.ok(await portIsFree(port), "shard 0 was stopped too");
     });
 
+    test("a shard that is not ready within --ready-timeout at the start: exit 1 saying so, nothing left", async () => {
+      const port = freshPort();
+      const app = join(FIXTURES, "hangs-when-flagged.ts");
+      // The flag file exists (the app itself): every shard hangs at import.
+      const proc = run(rt, ["--shards", "2", "--port", String(port), "--ready-timeout", "1000", app], {
+        FLAG_FILE: app,
+      });
+      assert.equal(await proc.exited, 1, proc.output());
+      const lines = shardportLines(proc.output());
+      assert.equal(lines.length, 1, proc.output());
+      assert.match(
+        lines[0],
+        /^shardport: error: cannot serve on http:\/\/127\.0\.0\.1:\d+: shard \d was not ready within 1000 ms$/,
+      );
+      assert.ok(await portIsFree(port));
+    });
+
     for (const mode of rt.fallback ? ["process"] : ["process", "threads"]) {
       test(`${mode} mode: the app runs in the shards only, its import-time work exactly N times`, async () => {
         const countFile = join(mkdtempSync(join(tmpdir(), "shardport-count-")), "imports");

@@ -18,7 +18,7 @@ import {
 } from "./control.ts";
 import type { EarlyShard } from "./early.ts";
 import { event, recentEvents } from "./events.ts";
-import { guard } from "./guard.ts";
+import { guard, joinedDuringStart } from "./guard.ts";
 import { migrateWarning } from "./migrate-warning.ts";
 import { Monitor } from "./monitor.ts";
 import { explainAddrInUse } from "./port-holder.ts";
@@ -105,7 +105,7 @@ export async function runLauncher(
   runtime: Runtime,
   defaultApp: string,
   signals = new LauncherSignals(),
-  early?: EarlyShard,
+  early: EarlyShard[] = [],
 ): Promise<void> {
   let config: Config;
   try {
@@ -191,7 +191,7 @@ export async function launch(
   runtime: Runtime,
   config: Config,
   signals = new LauncherSignals(),
-  early?: EarlyShard,
+  early: EarlyShard[] = [],
 ): Promise<Launched> {
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
@@ -221,7 +221,7 @@ export async function launch(
   }
 
   const supervisor = new Supervisor(runtime, config, (reason) => void fail(EXIT.failed, reason));
-  supervisor.early = early;
+  supervisor.early = [...early];
   if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
   // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
   const reload = async (): Promise<ReloadResult> => {
@@ -265,8 +265,8 @@ export async function launch(
   });
   stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
-  // An early shard (src/launcher/early.ts) means that its bind probe found the port free.
-  const takeover = await guard(runtime, config, readProcFile(runtime), early !== undefined);
+  // Early shards (src/launcher/early.ts) mean that their bind probe found the port free.
+  const takeover = await guard(runtime, config, readProcFile(runtime), early.length > 0);
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,
@@ -337,6 +337,15 @@ export async function launch(
     throw new LaunchError(EXIT.failed, `cannot serve on ${urlOf(config)}: ${reason}`);
   }
   if (signals.stopping) return stopping();
+  // Early shards skipped the guard (their probe found the port free): what bound the port in the
+  // moment between that probe and their listen is refused now, as the guard would have.
+  if (early.length > 0 && process.platform === "linux") {
+    const intruder = await joinedDuringStart(runtime, config, readProcFile(runtime), supervisor.pids);
+    if (intruder) {
+      await supervisor.stop();
+      throw new LaunchError(EXIT.failed, intruder);
+    }
+  }
   await takeover?.complete(supervisor, control);
   // The old launcher holds its metrics and dashboard ports until it exits.
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) await takeover?.oldGone;

@@ -153,6 +153,36 @@ export async function guardPort(
   };
 }
 
+/**
+ * After a start whose guard was skipped (early shards: their bind probe found the port free), a
+ * listener on an overlapping address that no process of ours holds: something bound the port in
+ * the moment between the probe and the shards' listen, and the kernel now shares connections with
+ * it. Said as one line, as the guard would refuse it; undefined if there is none. Listeners whose
+ * holder cannot be seen are left out: no name to give, and a closing one of ours looks the same.
+ */
+export async function joinedDuringStart(
+  runtime: Runtime,
+  config: Config,
+  readText: ReadText,
+  ours: Set<number>,
+): Promise<string | undefined> {
+  const mine = await addressesOf(config.host);
+  const listeners = tcpListeners(config.port, readText).filter(
+    (listener) =>
+      !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
+  );
+  if (listeners.length === 0) return undefined;
+  const links = (runtime.socketLinks ?? readSocketLinks)();
+  const holders = (inode: number) => links.filter((link) => link.inode === inode).map((link) => link.pid);
+  const foreign = listeners.filter((listener) => {
+    const pids = holders(listener.inode);
+    return pids.length > 0 && !pids.some((pid) => ours.has(pid));
+  });
+  if (foreign.length === 0) return undefined;
+  const pids = [...new Set(foreign.flatMap((listener) => holders(listener.inode)))];
+  return `${displayAddress(foreign[0].address)}:${config.port} was bound by ${describePids(pids, readText)} while the shards started, and would share their connections: stopped (stop it or choose another --port; --join shares a port on purpose)`;
+}
+
 /** The addresses `host` stands for; undefined where a name does not resolve (then any overlaps). */
 async function addressesOf(host: string) {
   const literal = parseIp(host);

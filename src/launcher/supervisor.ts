@@ -109,6 +109,8 @@ class Shard {
     firstStart: boolean,
     child: ShardHandle,
     readyTimeoutMs: number,
+    /** How long it has been starting already (a shard started before the launcher loaded). */
+    startingForMs = 0,
   ) {
     this.index = index;
     this.generation = generation;
@@ -126,11 +128,14 @@ class Shard {
     });
     this.ready = new Promise((resolve, reject) => {
       let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        reject(new ShardStartError(index, `shard ${index} was not ready within ${readyTimeoutMs} ms`));
-        this.kill();
-      }, readyTimeoutMs);
+      const timer = setTimeout(
+        () => {
+          timedOut = true;
+          reject(new ShardStartError(index, `shard ${index} was not ready within ${readyTimeoutMs} ms`));
+          this.kill();
+        },
+        Math.max(0, readyTimeoutMs - startingForMs),
+      );
       child.on("message", (message) => {
         if (!isShardMessage(message)) return;
         if (message.type === "stats") return this.pendingStats.get(message.id)?.(message);
@@ -233,8 +238,10 @@ export class Supervisor {
   reloads = 0;
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
-  /** Shard 0 of the first start, when it was started before the launcher had loaded. */
-  early?: EarlyShard;
+  /** Every process that ran a shard of this launcher (the launcher itself for threads). */
+  readonly pids = new Set<number>([process.pid]);
+  /** Shards of the first start that were started before the launcher had loaded, by slot. */
+  early: EarlyShard[] = [];
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
   /** The last generation that every slot reached. */
   private generation = 0;
@@ -274,13 +281,16 @@ export class Supervisor {
   }
 
   private spawn(index: number, generation: number, firstStart = false): Shard {
-    // The first start's shard 0 may be running already (src/launcher/early.ts).
-    const early = firstStart && index === 0 ? this.early : undefined;
-    this.early = undefined;
+    // The first start's shards may be running already (src/launcher/early.ts).
+    const early = firstStart ? this.early[index] : undefined;
+    if (early) delete this.early[index];
     const child =
       early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
+    if (child.pid !== undefined) this.pids.add(child.pid);
     this.onSpawn?.(child);
-    const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs);
+    // An early shard has been starting since before the launcher loaded: that time counts.
+    const startingFor = early ? Date.now() - early.startedAt : 0;
+    const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs, startingFor);
     early?.replay();
     shard.exited.then(() => this.onExit(shard));
     return shard;
@@ -298,6 +308,8 @@ export class Supervisor {
       shards.forEach((shard, index) => {
         this.slots[index] = shard;
       });
+      // An early shard beyond the count (none, unless the count changed in between) is not ours.
+      for (const extra of this.early.splice(0)) extra?.handle.kill("SIGKILL");
       const results = await Promise.allSettled(shards.map((shard) => shard.ready));
       const failure = results.find((result) => result.status === "rejected");
       if (failure && !this.stopping) {
