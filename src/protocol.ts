@@ -1,6 +1,7 @@
 /**
- * The messages between the launcher and its shards, over the IPC channel (fd 3) that
- * node:child_process sets up on all three runtimes. Nothing per request travels here.
+ * The messages between the launcher and its shards, over a shard process's IPC channel (a Deno
+ * shard process's: runtimes/deno-channel.ts's Unix socket) or a thread's port. Nothing per
+ * request travels here.
  * @module
  */
 

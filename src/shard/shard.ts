@@ -12,7 +12,10 @@ import { markDraining } from "./health.ts";
 import { setCurrentShard } from "./info.ts";
 import { instrument } from "./stats.ts";
 
-/** The way to the launcher: the IPC channel of a child process, or the port of a worker thread. */
+/**
+ * The way to the launcher: the IPC channel of a child process (a Deno shard process: a Unix
+ * socket, runtimes/deno-shard.ts), or the port of a worker thread.
+ */
 export interface LauncherChannel {
   /** This shard is a process of its own (signals and exit are its own). */
   readonly ownsProcess: boolean;
