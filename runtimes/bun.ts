@@ -17,7 +17,8 @@ export const bun: Runtime = {
   entry,
   version: Bun.version,
   refusesHttp: { node: "Bun's node:http silently drops reusePort (oven-sh/bun#43690)" },
-  // Loaded by the launcher only, synchronously (spawnShard is): a shard never loads it.
+  // Loaded by the launcher only, synchronously (spawnShard is): a shard never runs it (dist/bun.js
+  // carries it, lazily initialised).
   spawnShard: (env) =>
     new (require("./bun-process.ts") as typeof import("./bun-process.ts")).BunShardProcess(entry, env),
   async canBind(hostname, port) {

@@ -32,14 +32,23 @@ const PREFIX = "shardport-channel-";
 const SOCKET = "channel.sock";
 /** How long after its first shard a launcher looks for the folders of launchers that were killed. */
 const SWEEP_AFTER_MS = 2000;
+/** How long a flush waits for connections that have not named themselves yet. */
+const UNNAMED_WAIT_MS = 1000;
 
 /** The launcher's socket, made at its first shard process. */
 function channelServer(): ChannelServer {
   if (server) return server;
   const dir = Deno.makeTempDirSync({ prefix: PREFIX });
-  Deno.chmodSync(dir, 0o700);
   const path = `${dir}/${SOCKET}`;
-  const listener = Deno.listen({ transport: "unix", path });
+  let listener: Deno.Listener;
+  try {
+    Deno.chmodSync(dir, 0o700);
+    listener = Deno.listen({ transport: "unix", path });
+  } catch (error) {
+    // No socket (say, a path over the 107 bytes a Unix socket may have): no folder left behind.
+    Deno.removeSync(dir, { recursive: true });
+    throw error;
+  }
   // The shards' processes keep the launcher alive, not this socket.
   listener.unref();
   globalThis.addEventListener("unload", () => {
@@ -124,7 +133,17 @@ async function flush(channels: ChannelServer): Promise<void> {
     probe = await Deno.connect({ transport: "unix", path: channels.path });
     await writeLine(probe, { token });
     await probed;
-    await Promise.all([...channels.unidentified]);
+    // A connection that never names itself (not a shard's) holds nothing up for more than a second.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([...channels.unidentified]),
+      new Promise<void>((resolve) => {
+        const waiting = setTimeout(resolve, UNNAMED_WAIT_MS);
+        Deno.unrefTimer(waiting);
+        timer = waiting;
+      }),
+    ]);
+    clearTimeout(timer);
   } catch {
     // The socket is gone (the launcher is ending): nothing more will come.
   } finally {

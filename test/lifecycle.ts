@@ -221,27 +221,30 @@ export function lifecycleSuite(rt: RuntimeUnderTest): void {
       assert.equal(await proc.exited, 0, proc.output());
     });
 
-    test("SIGTERM during start-up drains: a request a ready shard accepted completes, exit 0", async () => {
-      const delay = flag("delay-start");
-      writeFileSync(delay, "");
-      const port = freshPort();
-      const url = `http://127.0.0.1:${port}`;
-      const proc = run(
-        rt,
-        ["--shards", "2", "--port", String(port), APP],
-        env({ DELAY_FILE: delay, DELAY_SHARD: "1", DELAY_MS: "5000" }),
-      );
-      // Shard 0 serves while shard 1 still loads.
-      const served = async () => (await get(url, 1000).catch(() => undefined))?.status === 200;
-      assert.ok(await eventually(served, 10_000), "shard 0 answers");
-      const slow = get(`${url}/slow?ms=1500`, 10_000);
-      await proc.waitFor(/slow request started/);
-      assert.doesNotMatch(proc.output(), /listening on/, "the launcher is still starting");
-      process.kill(launcherOf(rt, proc.child) ?? 0, "SIGTERM");
-      assert.equal((await slow).status, 200);
-      assert.equal(await proc.exited, 0, proc.output());
-      rmSync(delay);
-    });
+    for (const mode of ["process", "threads"])
+      test(`${mode} mode: SIGTERM during start-up drains: a request a ready shard accepted completes, exit 0`, async () => {
+        // The launcher waits for its early shards before it loads (src/launcher/early.ts): a stop
+        // then must drain them too (in threads mode, exiting at once would cut the request).
+        const delay = flag(`delay-start-${mode}`);
+        writeFileSync(delay, "");
+        const port = freshPort();
+        const url = `http://127.0.0.1:${port}`;
+        const proc = run(
+          rt,
+          ["--shards", "2", "--port", String(port), "--mode", mode, APP],
+          env({ DELAY_FILE: delay, DELAY_SHARD: "1", DELAY_MS: "5000" }),
+        );
+        // Shard 0 serves while shard 1 still loads.
+        const served = async () => (await get(url, 1000).catch(() => undefined))?.status === 200;
+        assert.ok(await eventually(served, 10_000), "shard 0 answers");
+        const slow = get(`${url}/slow?ms=1500`, 10_000);
+        await proc.waitFor(/slow request started/);
+        assert.doesNotMatch(proc.output(), /listening on/, "the launcher is still starting");
+        process.kill(launcherOf(rt, proc.child) ?? 0, "SIGTERM");
+        assert.equal((await slow).status, 200);
+        assert.equal(await proc.exited, 0, proc.output());
+        rmSync(delay);
+      });
 
     test("a stop during a reload drains the reload's new shard too: no orphan", async () => {
       const delay = flag("delay-reload-stop");

@@ -16,7 +16,7 @@ import {
   serveControl,
   writePidFile,
 } from "./control.ts";
-import type { EarlyShard } from "./early.ts";
+import { type EarlyShard, endEarly } from "./early.ts";
 import { event, recentEvents } from "./events.ts";
 import { guard, joinedDuringStart } from "./guard.ts";
 import { migrateWarning } from "./migrate-warning.ts";
@@ -132,6 +132,7 @@ export async function runLauncher(
   } catch (error) {
     if (error instanceof LaunchError) {
       await loadLog(); // the warnings said before the refusal
+      await endEarly(early); // those no supervisor took over (a refusal before the start)
       exit(error.exitCode, error.message);
     }
     throw error;
@@ -321,6 +322,9 @@ export async function launch(
 
   // A stop during the start drains the shards and exits the process by itself.
   const stopping = () => new Promise<never>(() => {});
+  // Stopped before the start: the early shards are being ended (a stop that came before the
+  // signal actions were set, or supervisor.stop()), and the process exits once they are.
+  if (signals.stopping) return stopping();
   try {
     const starting = supervisor.start(); // spawns every shard at once
     // pino loads while the shards start: a line logged before then waits for it (src/log.ts).
@@ -339,8 +343,9 @@ export async function launch(
   if (signals.stopping) return stopping();
   // Early shards skipped the guard (their probe found the port free): what bound the port in the
   // moment between that probe and their listen is refused now, as the guard would have.
-  if (early.length > 0 && process.platform === "linux") {
-    const intruder = await joinedDuringStart(runtime, config, readProcFile(runtime), supervisor.pids);
+  if (early.length > 0 && !config.join && process.platform === "linux") {
+    const ours = new Set([...supervisor.startPids, ...supervisor.live().map((shard) => shard.pid ?? 0)]);
+    const intruder = await joinedDuringStart(runtime, config, readProcFile(runtime), ours);
     if (intruder) {
       await supervisor.stop();
       throw new LaunchError(EXIT.failed, intruder);

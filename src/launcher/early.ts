@@ -24,6 +24,8 @@ export interface EarlyShard {
   firstWord: Promise<void>;
   /** When it was started (Date.now()): its --ready-timeout counts from then. */
   startedAt: number;
+  /** Settles once it has exited (or could not be started). */
+  exited: Promise<void>;
   /** Emits again what the handle emitted before its listeners were attached, then stops recording. */
   replay(): void;
 }
@@ -116,10 +118,15 @@ function record(handle: ShardHandle): EarlyShard {
     handle.on(name, recorder);
     return [name, recorder] as const;
   });
+  const exited = new Promise<void>((resolve) => {
+    handle.once("exit", () => resolve());
+    handle.once("error", () => handle.pid === undefined && resolve());
+  });
   return {
     handle,
     firstWord,
     startedAt: Date.now(),
+    exited,
     replay() {
       for (const [name, recorder] of recorders) handle.off(name, recorder);
       for (const [name, args] of recorded) handle.emit(name, ...args);
@@ -143,4 +150,25 @@ export async function firstWords(shards: EarlyShard[], capMs = WAIT_CAP_MS): Pro
     }),
   ]);
   clearTimeout(timer);
+}
+
+/**
+ * Ends early shards that no supervisor has taken over (a stop signal or a refusal before the
+ * start): SIGTERM, which drains a shard that listens and ends one that does not yet; resolves
+ * once all have exited, or after `capMs` (then they are killed).
+ */
+export async function endEarly(shards: EarlyShard[], capMs = 10_000): Promise<void> {
+  const left = shards.filter(Boolean);
+  if (left.length === 0) return;
+  for (const shard of left) shard.handle.kill("SIGTERM");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const all = Promise.all(left.map((shard) => shard.exited));
+  const late = await Promise.race([
+    all.then(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), capMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (late) for (const shard of left) shard.handle.kill("SIGKILL");
 }

@@ -5,8 +5,8 @@
  *
  * - SIGHUP: a rolling reload. One that comes while the shards start waits for the start to finish;
  *   several waiting ones make one reload (Supervisor.reload()). Ignored once stopping.
- * - SIGINT, SIGTERM: stop (drain every shard, exit 0). One that comes before any shard exists ends
- *   the launcher at once, exit 0. A repeat within SAME_STOP_MS of the first is the same stop: a
+ * - SIGINT, SIGTERM: stop (drain every shard, exit 0). One that comes before the launcher has
+ *   loaded ends the shards started early, if any, then the launcher, exit 0. A repeat within SAME_STOP_MS of the first is the same stop: a
  *   package runner (`bun run`, `deno task`) forwards the signal that its process group also got.
  *   SIGTERM never escalates.
  * - SIGINT SAME_STOP_MS or more after the first stop signal (a second Ctrl-C): kill every shard
@@ -46,6 +46,11 @@ export class LauncherSignals {
   /** When the first stop signal came (0: none yet). */
   private stopAt = 0;
   private readonly listeners = new Map<Caught, () => void>();
+  /**
+   * What a stop signal does before the actions are set, where shards already run (the early
+   * ones, src/launcher/early.ts): end them, then the launcher exits 0.
+   */
+  beforeStart?: () => Promise<void>;
 
   constructor() {
     for (const signal of CAUGHT) {
@@ -88,6 +93,7 @@ export class LauncherSignals {
     if (!this.stopping) {
       this.stopAt = Date.now();
       if (this.actions) this.actions.stop();
+      else if (this.beforeStart) void this.beforeStart().then(() => process.exit(0));
       else process.exit(0); // no shard exists yet: nothing to drain
       return;
     }

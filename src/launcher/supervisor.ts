@@ -16,7 +16,7 @@ import { log } from "../log.ts";
 import { isShardMessage, type LauncherMessage, type ShardStats } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
-import type { EarlyShard } from "./early.ts";
+import { type EarlyShard, endEarly } from "./early.ts";
 import { event } from "./events.ts";
 import { loadThreads, shardSpec, spawnShard } from "./spawn.ts";
 
@@ -238,14 +238,16 @@ export class Supervisor {
   reloads = 0;
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
-  /** Every process that ran a shard of this launcher (the launcher itself for threads). */
-  readonly pids = new Set<number>([process.pid]);
+  /** Every process that ran a shard of this launcher during its start (the launcher for threads). */
+  readonly startPids = new Set<number>([process.pid]);
   /** Shards of the first start that were started before the launcher had loaded, by slot. */
   early: EarlyShard[] = [];
   private readonly restartTimers: (ReturnType<typeof setTimeout> | undefined)[];
   /** The last generation that every slot reached. */
   private generation = 0;
   private stopping = false;
+  /** start() has finished, either way. */
+  private started = false;
   /** Settles when start() has finished, either way, and then when the last queued task has. */
   private reloadChain: Promise<unknown>;
   private startFinished: () => void = () => {};
@@ -286,7 +288,7 @@ export class Supervisor {
     if (early) delete this.early[index];
     const child =
       early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
-    if (child.pid !== undefined) this.pids.add(child.pid);
+    if (child.pid !== undefined && !this.started) this.startPids.add(child.pid);
     this.onSpawn?.(child);
     // An early shard has been starting since before the launcher loaded: that time counts.
     const startingFor = early ? Date.now() - early.startedAt : 0;
@@ -318,6 +320,7 @@ export class Supervisor {
       }
       if (failure) throw failure.reason;
     } finally {
+      this.started = true;
       this.startFinished();
     }
   }
@@ -661,6 +664,8 @@ export class Supervisor {
   async stop(): Promise<boolean> {
     this.stopping = true;
     for (const timer of this.restartTimers) clearTimeout(timer);
+    // A stop before start() took the early shards over ends them too.
+    const early = endEarly(this.early.splice(0), this.config.drainTimeoutMs + 5000);
     const all = this.live();
     for (const shard of all) shard.drain();
     let killed = false;
@@ -669,7 +674,7 @@ export class Supervisor {
       killed = all.some((shard) => shard.state !== "exited");
       this.kill();
     }, this.config.drainTimeoutMs + 5000);
-    await Promise.all(all.map((shard) => shard.exited));
+    await Promise.all([early, ...all.map((shard) => shard.exited)]);
     clearTimeout(backstop);
     return !killed;
   }
@@ -678,6 +683,7 @@ export class Supervisor {
   kill(): void {
     this.stopping = true;
     for (const timer of this.restartTimers) clearTimeout(timer);
+    for (const early of this.early.splice(0)) early?.handle.kill("SIGKILL");
     for (const shard of this.live()) shard.kill();
   }
 }

@@ -17,7 +17,10 @@ const processChannel = (): LauncherChannel => ({
       process.send(message, undefined, {}, () => resolve());
     }),
   onMessage: (listener) => process.on("message", listener),
-  onGone: (listener) => process.on("disconnect", listener),
+  // Node emits "disconnect" once, listened to or not: a launcher gone before this shard listened
+  // for it is seen by process.connected.
+  onGone: (listener) =>
+    process.connected === false ? queueMicrotask(listener) : process.on("disconnect", listener),
   onSignal: (signal, listener) => process.on(signal, listener),
   exit: (code) => process.exit(code),
 });
