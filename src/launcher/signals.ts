@@ -97,6 +97,9 @@ export class LauncherSignals {
       else process.exit(0); // no shard exists yet: nothing to drain
       return;
     }
-    if (signal === "SIGINT" && Date.now() - this.stopAt >= SAME_STOP_MS) this.actions?.force();
+    if (signal === "SIGINT" && Date.now() - this.stopAt >= SAME_STOP_MS) {
+      if (this.actions) this.actions.force();
+      else process.exit(130); // the early shards' drain is cut short (a process shard's by its own)
+    }
   }
 }
