@@ -39,6 +39,9 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       const { endEarly, firstWords, startEarly } = await import("./launcher/early.ts");
       const early = await startEarly(runtime, defaultApp, process.argv.slice(2));
       signals.beforeStart = () => endEarly(early);
+      signals.killBeforeStart = () => {
+        for (const shard of early) shard.handle.kill("SIGKILL");
+      };
       await firstWords(early);
       // Stopped meanwhile: those shards are being ended, then the process exits (signals.ts).
       if (signals.stopping) return;

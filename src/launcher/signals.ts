@@ -51,6 +51,8 @@ export class LauncherSignals {
    * ones, src/launcher/early.ts): end them, then the launcher exits 0.
    */
   beforeStart?: () => Promise<void>;
+  /** What a second Ctrl-C does then: kill those shards at once (the launcher exits 130). */
+  killBeforeStart?: () => void;
 
   constructor() {
     for (const signal of CAUGHT) {
@@ -98,8 +100,9 @@ export class LauncherSignals {
       return;
     }
     if (signal === "SIGINT" && Date.now() - this.stopAt >= SAME_STOP_MS) {
-      if (this.actions) this.actions.force();
-      else process.exit(130); // the early shards' drain is cut short (a process shard's by its own)
+      if (this.actions) return this.actions.force();
+      this.killBeforeStart?.();
+      process.exit(130);
     }
   }
 }
