@@ -100,7 +100,10 @@ export class LauncherSignals {
       return;
     }
     if (signal === "SIGINT" && Date.now() - this.stopAt >= SAME_STOP_MS) {
-      if (this.actions) return this.actions.force();
+      if (this.actions) {
+        this.actions.force();
+        return;
+      }
       this.killBeforeStart?.();
       process.exit(130);
     }
