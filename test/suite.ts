@@ -525,7 +525,9 @@ export function shardSuite(rt: RuntimeUnderTest): void {
 
     for (const mode of rt.fallback ? ["process"] : ["process", "threads"]) {
       test(`${mode} mode: the app runs in the shards only, its import-time work exactly N times`, async () => {
-        const countFile = join(mkdtempSync(join(tmpdir(), "shardport-count-")), "imports");
+        const countDir = mkdtempSync(join(tmpdir(), "shardport-count-"));
+        after(() => rmSync(countDir, { recursive: true, force: true }));
+        const countFile = join(countDir, "imports");
         const app = await start(
           rt,
           ["--shards", "3", "--port", String(freshPort()), "--mode", mode, "test/fixtures/side-effects.ts"],
