@@ -36,12 +36,10 @@ export async function main(runtime: Runtime, defaultApp: string): Promise<void> 
       const { LauncherSignals } = await import("./launcher/signals.ts");
       const signals = new LauncherSignals();
       // Then the first shards; the rest of the launcher loads once they have spoken (launcher/early.ts).
-      const { endEarly, firstWords, startEarly } = await import("./launcher/early.ts");
+      const { endEarly, firstWords, killEarly, startEarly } = await import("./launcher/early.ts");
       const early = await startEarly(runtime, defaultApp, process.argv.slice(2));
       signals.beforeStart = () => endEarly(early);
-      signals.killBeforeStart = () => {
-        for (const shard of early) shard.handle.kill("SIGKILL");
-      };
+      signals.killBeforeStart = () => killEarly(early);
       await firstWords(early);
       // Stopped meanwhile: those shards are being ended, then the process exits (signals.ts).
       if (signals.stopping) return;

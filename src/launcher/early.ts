@@ -141,15 +141,23 @@ function record(handle: ShardHandle): EarlyShard {
  * CPU first (the first answer comes sooner, the launcher's own readiness later).
  */
 export async function firstWords(shards: EarlyShard[], capMs = WAIT_CAP_MS): Promise<void> {
-  if (shards.length === 0) return;
+  if (shards.length > 0) await settlesWithin(Promise.all(shards.map((shard) => shard.firstWord)), capMs);
+}
+
+/** True if `promise` settles within `ms`, else false (when the time is up). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.all(shards.map((shard) => shard.firstWord)),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, capMs);
-    }),
-  ]);
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const settled = await Promise.race([promise.then(() => true), late]);
   clearTimeout(timer);
+  return settled;
+}
+
+/** Kills early shards at once (those not taken over, or not ended in time). */
+export function killEarly(shards: (EarlyShard | undefined)[]): void {
+  for (const shard of shards) shard?.handle.kill("SIGKILL");
 }
 
 /**
@@ -161,14 +169,5 @@ export async function endEarly(shards: EarlyShard[], capMs = 10_000): Promise<vo
   const left = shards.filter(Boolean);
   if (left.length === 0) return;
   for (const shard of left) shard.handle.kill("SIGTERM");
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const all = Promise.all(left.map((shard) => shard.exited));
-  const late = await Promise.race([
-    all.then(() => false),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), capMs);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (late) for (const shard of left) shard.handle.kill("SIGKILL");
+  if (!(await settlesWithin(Promise.all(left.map((shard) => shard.exited)), capMs))) killEarly(left);
 }

@@ -22,6 +22,7 @@ import type { Config } from "./config.ts";
 import { controlSockets, queryLauncher, runtimeDir } from "./control.ts";
 import type { ReadText } from "./cpus.ts";
 import {
+  type Address,
   addressesOverlap,
   parseIp,
   parseProcAddress,
@@ -89,12 +90,7 @@ export async function guardPort(
 ): Promise<OldLauncher | undefined> {
   if (process.platform !== "linux" || config.join) return undefined;
   const mine = probedFree ? undefined : await addressesOf(config.host);
-  const listeners = probedFree
-    ? []
-    : tcpListeners(config.port, readText).filter(
-        (listener) =>
-          !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
-      );
+  const listeners = probedFree ? [] : overlapping(config.port, readText, mine);
   if (listeners.length === 0) {
     if (config.takeover)
       log.info(`--takeover: nothing serves ${config.host}:${config.port}: starting as usual`);
@@ -166,11 +162,7 @@ export async function joinedDuringStart(
   readText: ReadText,
   ours: Set<number>,
 ): Promise<string | undefined> {
-  const mine = await addressesOf(config.host);
-  const listeners = tcpListeners(config.port, readText).filter(
-    (listener) =>
-      !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
-  );
+  const listeners = overlapping(config.port, readText, await addressesOf(config.host));
   if (listeners.length === 0) return undefined;
   const links = (runtime.socketLinks ?? readSocketLinks)();
   const holders = (inode: number) => links.filter((link) => link.inode === inode).map((link) => link.pid);
@@ -181,6 +173,14 @@ export async function joinedDuringStart(
   if (foreign.length === 0) return undefined;
   const pids = [...new Set(foreign.flatMap((listener) => holders(listener.inode)))];
   return `${displayAddress(foreign[0].address)}:${config.port} was bound by ${describePids(pids, readText)} while the shards started, and would share their connections: stopped (stop it or choose another --port; --join shares a port on purpose)`;
+}
+
+/** The listeners on `port` whose address overlaps one of `mine` (any, where `mine` is unknown). */
+function overlapping(port: number, readText: ReadText, mine: Address[] | undefined): TcpListener[] {
+  return tcpListeners(port, readText).filter(
+    (listener) =>
+      !mine || mine.some((address) => addressesOverlap(address, parseProcAddress(listener.address))),
+  );
 }
 
 /** The addresses `host` stands for; undefined where a name does not resolve (then any overlaps). */

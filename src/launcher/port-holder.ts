@@ -64,7 +64,7 @@ export function explainAddrInUse(host: string, port: number, readText?: ReadText
 }
 
 /** An address as 16 bytes (IPv4 as ::ffff:a.b.c.d), for comparing IPv4 and IPv6 listeners. */
-type Address = { v4: boolean; bytes: number[] };
+export type Address = { v4: boolean; bytes: number[] };
 
 /** `0100007F:1F90` (/proc/net/tcp) or its 32-hex-digit IPv6 form: each 32-bit word host-order. */
 export function parseProcAddress(hex: string): Address {

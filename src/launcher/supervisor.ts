@@ -16,7 +16,7 @@ import { log } from "../log.ts";
 import { isShardMessage, type LauncherMessage, type ShardStats } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
-import { type EarlyShard, endEarly } from "./early.ts";
+import { type EarlyShard, endEarly, killEarly } from "./early.ts";
 import { event } from "./events.ts";
 import { loadThreads, shardSpec, spawnShard } from "./spawn.ts";
 
@@ -311,7 +311,7 @@ export class Supervisor {
         this.slots[index] = shard;
       });
       // An early shard beyond the count (none, unless the count changed in between) is not ours.
-      for (const extra of this.early.splice(0)) extra?.handle.kill("SIGKILL");
+      killEarly(this.early.splice(0));
       const results = await Promise.allSettled(shards.map((shard) => shard.ready));
       const failure = results.find((result) => result.status === "rejected");
       if (failure && !this.stopping) {
@@ -683,7 +683,7 @@ export class Supervisor {
   kill(): void {
     this.stopping = true;
     for (const timer of this.restartTimers) clearTimeout(timer);
-    for (const early of this.early.splice(0)) early?.handle.kill("SIGKILL");
+    killEarly(this.early.splice(0));
     for (const shard of this.live()) shard.kill();
   }
 }
