@@ -509,8 +509,27 @@ async function main(): Promise<void> {
         `  round ${round}: ${config.name} x${config.shards}: ${Math.round(ka)} req/s keep-alive, ${Math.round(cl)} req/s close; CPU ticks per 100k requests ${cpu("keep-alive")} keep-alive, ${cpu("close")} close`,
       );
     }
+    // After every round, so that a run stopped early keeps the rounds it finished.
+    writeResults(
+      list,
+      samples,
+      byRound,
+      { machine, cpuNote, repeats: round, durationS, connections },
+      round === repeats,
+    );
   }
 
+  if (certFiles) rmSync(certFiles.dir, { recursive: true, force: true });
+}
+
+/** The table, the JSON and the chart of the rounds measured so far. */
+function writeResults(
+  list: Config[],
+  samples: Map<string, Record<Workload, Sample>[]>,
+  byRound: Map<string, (Record<Workload, Sample> | undefined)[]>,
+  meta: Omit<Meta, "date">,
+  last: boolean,
+): void {
   const rows: Row[] = [];
   for (const config of list) {
     const runs = samples.get(`${config.name}|${config.shards}`) ?? [];
@@ -542,25 +561,17 @@ async function main(): Promise<void> {
       });
     }
   }
-  const report = renderReport(rows, {
-    machine,
-    cpuNote,
-    repeats,
-    durationS,
-    connections,
-    date: new Date().toISOString(),
-  });
-  console.log(`\n${report}`);
+  const date = new Date().toISOString();
+  const report = renderReport(rows, { ...meta, date });
+  if (last) console.log(`\n${report}`);
   mkdirSync(RESULTS, { recursive: true });
   const stem = opts.stem ?? (quick ? "quick" : "latest");
   writeFileSync(join(RESULTS, `${stem}.md`), `${report}\n`);
-  writeFileSync(
-    join(RESULTS, `${stem}.json`),
-    `${JSON.stringify({ machine, cpuNote, repeats, durationS, connections, date: new Date().toISOString(), rows }, null, 2)}\n`,
+  writeFileSync(join(RESULTS, `${stem}.json`), `${JSON.stringify({ ...meta, date, rows }, null, 2)}\n`);
+  writeFileSync(join(RESULTS, `${stem}.svg`), renderChart(rows, `${meta.machine}; ${meta.cpuNote}`));
+  console.log(
+    `bench: wrote bench/results/${stem}.md, ${stem}.json and ${stem}.svg (${meta.repeats} of ${repeats} rounds)`,
   );
-  writeFileSync(join(RESULTS, `${stem}.svg`), renderChart(rows, `${machine}; ${cpuNote}`));
-  console.log(`bench: wrote bench/results/${stem}.md, ${stem}.json and ${stem}.svg`);
-  if (certFiles) rmSync(certFiles.dir, { recursive: true, force: true });
 }
 
 interface Meta {
@@ -660,7 +671,42 @@ function renderReport(rows: Row[], meta: Meta): string {
         `| deno threads RSS / deno serve --parallel RSS${flags ? `, both ${flags.trim()}` : ""} | ${fmt(rssRatio)} (RSS ${fmt(rss(threads) * top, 0)} / ${fmt(rss(parallel) * top, 0)} MB) | | | | ≤ 1.10 (RSS) |`,
       );
   }
+  if (top > 1) lines.push(...scalingTable(rows, top));
   return lines.join("\n");
+}
+
+/**
+ * Scaling efficiency at `top` shards: req/s at top ÷ (top × req/s of one). shardport against its
+ * own run with 1 shard; each peer against one process of its runtime with no launcher.
+ */
+function scalingTable(rows: Row[], top: number): string[] {
+  const rps = (name: string, shards: number, workload: Workload) =>
+    rows.find((r) => r.name === name && r.shards === shards && r.workload === workload)?.rps;
+  const efficiency = (name: string, one: string, oneShards: number, workload: Workload) => {
+    const [many, single] = [rps(name, top, workload), rps(one, oneShards, workload)];
+    return many && single ? `${Math.round((many / (top * single)) * 100)} %` : undefined;
+  };
+  const lines = [
+    "",
+    `Scaling efficiency at ${top} shards: req/s ÷ (${top} × req/s of one). shardport against itself with 1 shard; the other rows against one process of the runtime, no launcher.`,
+    "",
+    "| configuration | against | keep-alive | close |",
+    "| --- | --- | --- | --- |",
+  ];
+  const add = (name: string, one: string, oneShards: number) => {
+    const [ka, cl] = WORKLOADS.map((w) => efficiency(name, one, oneShards, w));
+    if (ka || cl) lines.push(`| ${name} | ${one} | ${ka ?? "-"} | ${cl ?? "-"} |`);
+  };
+  for (const runtime of ["bun", "deno", "node"]) {
+    const bare = `${runtime} 1 process, no launcher`;
+    add(`${runtime} shardport`, `${runtime} shardport`, 1);
+    add(`${runtime} shardport threads`, `${runtime} shardport`, 1);
+    add(`${runtime} N plain reusePort processes`, bare, 1);
+  }
+  add("deno serve --parallel", "deno 1 process, no launcher", 1);
+  add("node:cluster", "node 1 process, no launcher", 1);
+  add("pm2 cluster mode", "node 1 process, no launcher", 1);
+  return lines.length > 5 ? lines : [];
 }
 
 await main();
