@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Hono } from "hono";
 import { parseAllDocuments } from "yaml";
-import { pidFilePath, runtimeDir } from "../src/launcher/control.ts";
+import { pidFilePath, runtimeDir, socketPath } from "../src/launcher/control.ts";
 import type { ShardSpec } from "../src/protocol.ts";
 import { health, healthRoutes, isDraining, markDraining } from "../src/shard/health.ts";
 import { setCurrentShard } from "../src/shard/info.ts";
@@ -30,6 +30,7 @@ import {
   killLeftovers,
   portIsFree,
   ROOT,
+  RUNTIMES,
   type RuntimeUnderTest,
   run,
   shardPids,
@@ -90,9 +91,18 @@ describe('library use: import { start } from "shardport/<runtime>"', () => {
       assert.equal(current.length, 2);
       assert.deepEqual(current.filter(isAlive), [], "no shard outlives stop()");
       assert.ok(await portIsFree(port), "the port is free once stop() resolves");
-      // A stop signal after stop() is the same stop: exit 0, not a forced 130.
-      process.kill(launcherPid, "SIGTERM");
+      // stop() gave back the control socket, the pid file and the signals: start() again serves.
+      await proc.waitFor(/LIBRARY-RESTARTED (\S+) 1/);
+      assert.match((await get(`${url}/`)).body, /\(fixture\)/);
+      const status = run(RUNTIMES.node, ["status", "--port", String(port)]);
+      assert.equal(await status.exited, 0, status.output());
+      assert.match(status.output(), new RegExp(`launcher pid ${launcherPid}, 0 reloads`));
+      // Then stop() again: nothing of shardport keeps the process alive, it ends by itself.
+      process.kill(launcherPid, "SIGUSR2");
+      await proc.waitFor(/LIBRARY-STOPPED-AGAIN/);
       assert.equal(await proc.exited, 0, proc.output());
+      assert.equal(existsSync(pidFilePath("127.0.0.1", port)), false, "no pid file left");
+      assert.equal(existsSync(socketPath("127.0.0.1", port)), false, "no control socket left");
     });
   }
 });

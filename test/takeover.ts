@@ -120,6 +120,52 @@ export function takeoverSuite(rt: RuntimeUnderTest): void {
       assert.ok(stats.non2xx > 0, "the canary got its share");
       await untouched(first, shards);
     });
+
+    test(`from ${old.name}: a stop during the canary, with a new shard draining past its end, leaves the old launcher serving; 0 lost`, async () => {
+      const { port, first, shards, traffic } = await oldUnderLoad();
+      const args = [
+        "--shards",
+        "2",
+        "--port",
+        port,
+        "--takeover",
+        "--canary",
+        "5",
+        "--drain-timeout",
+        "30000",
+      ];
+      const next = run(rt, [...args, FAULT_APP]);
+      await next.waitFor(/canary: serving beside launcher pid \d+ for 5 s/);
+      // A request in flight on a new shard until after the canary's end: slow requests on fresh
+      // connections until one lands there (each does with a chance of 1 in 2).
+      const { pid: nextPid } = (await queryLauncher("127.0.0.1", Number(port), "pid", { next: true })) as {
+        pid: number;
+      };
+      const newShards = () => childrenOf(nextPid);
+      const onNewShard = () =>
+        newShards().some((pid) => next.output().includes(`slow request started in ${pid}`));
+      const slow: ReturnType<typeof get>[] = [];
+      for (let i = 0; i < 40 && !onNewShard(); i++) {
+        slow.push(get(`${first.url}/slow?ms=8000`, 30_000));
+        await eventually(
+          () => onNewShard() || first.output().split("slow request started").length > slow.length,
+          5000,
+        );
+      }
+      assert.ok(onNewShard(), "a slow request is in flight on a new shard");
+      process.kill(nextPid, "SIGTERM");
+      assert.equal(await next.exited, 0, next.output());
+      for (const reply of await Promise.all(slow))
+        assert.equal(reply.status, 200, "a slow request completed");
+      await flowing(traffic);
+      const stats = await traffic.stop();
+      assertNoneLost(stats);
+      await untouched(first, shards);
+      assert.match(
+        next.output(),
+        /takeover abandoned: this launcher is stopping; launcher pid \d+ serves on/,
+      );
+    });
   });
 }
 
@@ -170,6 +216,26 @@ export function takeoverChain(): void {
       assert.equal(status.launcherPid, current.launcherPid, "the control socket is the last launcher's");
       process.kill(current.launcherPid, "SIGTERM");
       assert.equal(await current.exited, 0);
+    });
+
+    test("an old launcher that drains longer than the new one's wait for it: the new one serves metrics once it has gone, no exit", async () => {
+      const port = String(freshPort());
+      const metricsPort = String(freshPort());
+      const common = ["--shards", "1", "--port", port, "--metrics-port", metricsPort];
+      const first = await start(RUNTIMES.node, [...common, "--drain-timeout", "30000", FAULT_APP]);
+      // In flight on the old shard past the new launcher's wait (its --drain-timeout + 10 s).
+      const slow = get(`${first.url}/slow?ms=12000`, 30_000);
+      await first.waitFor(/slow request started/);
+      const next = run(RUNTIMES.node, [...common, "--drain-timeout", "500", "--takeover", FAULT_APP]);
+      await next.waitFor(new RegExp(`takeover: launcher pid ${first.launcherPid} is draining`));
+      assert.equal((await slow).status, 200, "the old shard's request completed");
+      assert.equal(await first.exited, 0, first.output());
+      await next.waitFor(/listening on/, 15_000);
+      assert.equal((await get(`http://127.0.0.1:${metricsPort}/metrics`)).status, 200, next.output());
+      assert.match(next.output(), /is still there after 10500 ms: look at it/);
+      const launcherPid = Number(/this launcher \(pid (\d+)\)/.exec(next.output())?.[1]);
+      process.kill(launcherPid, "SIGTERM");
+      assert.equal(await next.exited, 0, next.output());
     });
   });
 }

@@ -77,11 +77,6 @@ function checkAppFile(path: string): void {
   if (!isFile) throw new LaunchError(EXIT.usage, `app module ${path} is not a file`);
 }
 
-/** `--watch`'s watcher, closed at stop. */
-let watching: { close(): Promise<void> } | undefined;
-/** Recycling's checks (--max-memory, --max-requests), stopped at stop. */
-let recycling: { stop(): void } | undefined;
-
 /** Why the launcher cannot serve, with the exit code the CLI gives it. */
 export class LaunchError extends Error {
   readonly exitCode: number;
@@ -193,6 +188,8 @@ export async function launch(
   config: Config,
   signals = new LauncherSignals(),
   early: EarlyShard[] = [],
+  /** Filled with what undoes the launcher's hold on the process (a library's start and stop). */
+  closers: (() => void)[] = [],
 ): Promise<Launched> {
   const refused = runtime.refusesHttp?.[config.http];
   if (refused)
@@ -239,6 +236,9 @@ export async function launch(
     }
     return supervisor.reload();
   };
+  /** `--watch`'s watcher and recycling's checks (--max-memory, --max-requests), ended at stop. */
+  let watching: { close(): Promise<void> } | undefined;
+  let recycling: { stop(): void } | undefined;
   let stopped: Promise<boolean> | undefined;
   /** Drains every shard, starting ones too; true if none had to be killed. */
   const stop = () =>
@@ -264,7 +264,7 @@ export async function launch(
     },
     scaleBy: (delta) => void supervisor.scaleBy(delta, MAX_SHARDS),
   });
-  stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM"));
+  closers.push(stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM")));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
   // Early shards (src/launcher/early.ts) mean that their bind probe found the port free.
   const takeover = await guard(runtime, config, readProcFile(runtime), early.length > 0);
@@ -310,9 +310,19 @@ export async function launch(
       },
       { next: Boolean(takeover) },
     );
-    process.on("exit", control);
+    const socket = control;
+    process.on("exit", socket);
+    closers.push(() => {
+      process.off("exit", socket);
+      socket.close();
+    });
     // A takeover takes the pid file over once the old launcher has been told to go.
-    if (!takeover) process.on("exit", writePidFile(config.host, config.port));
+    const pidFile = takeover ? () => takeover.removePidFile() : writePidFile(config.host, config.port);
+    if (!takeover) process.on("exit", pidFile);
+    closers.push(() => {
+      process.off("exit", pidFile);
+      pidFile();
+    });
   } catch (error) {
     if (error instanceof LauncherLiveError && !config.join) throw new LaunchError(EXIT.failed, error.message);
     log.warn(
@@ -351,9 +361,9 @@ export async function launch(
       throw new LaunchError(EXIT.failed, intruder);
     }
   }
-  await takeover?.complete(supervisor, control);
-  // The old launcher holds its metrics and dashboard ports until it exits.
-  if (config.metricsPort !== undefined || config.dashboardPort !== undefined) await takeover?.oldGone;
+  // A stop during the canary leaves the old launcher serving (takeover.ts).
+  if (takeover && !(await takeover.complete(supervisor, control, () => signals.stopping))) return stopping();
+  if (signals.stopping) return stopping();
   // Only now: on Deno each /proc read runs a program, and the shards should not wait for it.
   if (process.platform === "linux") {
     const warning = migrateWarning({ readText: readProcFile(runtime), exists: existsSync, env: process.env });
@@ -361,8 +371,41 @@ export async function launch(
   }
   if (config.maxMemoryMb !== undefined || config.maxRequests !== undefined) {
     const { Recycler } = await import("./recycle.ts");
+    if (signals.stopping) return stopping();
     recycling = new Recycler(supervisor, config).start();
   }
+  if (config.watch.length > 0) {
+    const { watchForChanges } = await import("./watch.ts");
+    // A renewed certificate is a change too: the shards read the files when they start.
+    const paths = [...config.watch, ...(config.tls ? [config.tls.cert, config.tls.key] : [])];
+    const watcher = await watchForChanges(paths, (changed) => {
+      if (signals.stopping) return;
+      log.info(`watch: ${changed} changed, reloading`);
+      void reload();
+    });
+    watching = watcher;
+    if (signals.stopping) {
+      void watcher.close();
+      return stopping();
+    }
+    log.info(`watching ${paths.join(", ")} for changes`);
+  }
+  /**
+   * A port of the launcher's own that it cannot serve: before a takeover's hand-over or without
+   * one, the start fails (drain, exit 1); after the old launcher was told to go, these shards are
+   * all that serves, so the launcher says so and serves on without it.
+   */
+  const cannotServe = async (what: string, error: unknown) => {
+    const message = `cannot serve ${what}: ${(error as Error).message}`;
+    if (!takeover) {
+      await stop();
+      throw new LaunchError(EXIT.failed, message);
+    }
+    log.error(`${message}; the shards serve on without it (the launcher taken over is gone)`);
+  };
+  // The old launcher holds its metrics and dashboard ports until it exits.
+  if (config.metricsPort !== undefined || config.dashboardPort !== undefined) await takeover?.oldGone;
+  if (signals.stopping) return stopping();
   let dashboard: import("./dashboard.ts").DashboardHandler | undefined;
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) {
     const { dashboardHandler, serveDashboard } = await import("./dashboard.ts");
@@ -373,11 +416,7 @@ export async function launch(
         await serveDashboard(dashboard, config.host, config.dashboardPort);
       }
     } catch (error) {
-      await supervisor.stop();
-      throw new LaunchError(
-        EXIT.failed,
-        `cannot serve the dashboard on ${where}: ${(error as Error).message}`,
-      );
+      await cannotServe(`the dashboard on ${where}`, error);
     }
   }
   if (config.metricsPort !== undefined) {
@@ -385,24 +424,10 @@ export async function launch(
       const { serveMetrics } = await import("./metrics.ts"); // prom-client, only when asked for
       await serveMetrics(supervisor, config, dashboard);
     } catch (error) {
-      await supervisor.stop();
-      throw new LaunchError(
-        EXIT.failed,
-        `cannot serve metrics on ${urlOf({ host: config.host, port: config.metricsPort })}: ${(error as Error).message}`,
-      );
+      await cannotServe(`metrics on ${urlOf({ host: config.host, port: config.metricsPort })}`, error);
     }
   }
-  if (config.watch.length > 0) {
-    const { watchForChanges } = await import("./watch.ts");
-    // A renewed certificate is a change too: the shards read the files when they start.
-    const paths = [...config.watch, ...(config.tls ? [config.tls.cert, config.tls.key] : [])];
-    watching = await watchForChanges(paths, (changed) => {
-      if (signals.stopping) return;
-      log.info(`watch: ${changed} changed, reloading`);
-      void reload();
-    });
-    log.info(`watching ${paths.join(", ")} for changes`);
-  }
+  if (signals.stopping) return stopping();
   event(
     "start",
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,
@@ -481,7 +506,27 @@ export async function start(
   if (options.app !== undefined) {
     argv.push(`--app=${options.app instanceof URL ? fileURLToPath(options.app) : options.app}`);
   }
-  return launch(runtime, parseConfig(argv, process.env, defaultApp, readProcFile(runtime)));
+  const config = parseConfig(argv, process.env, defaultApp, readProcFile(runtime));
+  // What the launcher holds in this process (signal handlers, control socket, pid file, the
+  // runner's watch) is given back once it has stopped, or failed to start: start() may come again.
+  const signals = new LauncherSignals();
+  const closers = [() => signals.release()];
+  const close = () => {
+    for (const closer of closers.splice(0)) closer();
+  };
+  try {
+    const launched = await launch(runtime, config, signals, [], closers);
+    return {
+      ...launched,
+      stop: async () => {
+        await launched.stop();
+        close();
+      },
+    };
+  } catch (error) {
+    close();
+    throw error;
+  }
 }
 
 /** What the control socket answers to `status`. */

@@ -62,8 +62,11 @@ export function controlSockets(): string[] {
     .map((name) => join(dir, name));
 }
 
-/** The function that removes the socket file at exit; `promote` moves a `next` one into place. */
-export type ControlSocket = (() => void) & { promote(): void };
+/**
+ * The function that removes the socket file at exit; `promote` moves a `next` one into place;
+ * `close` also stops answering (a launcher started as a library, once stopped).
+ */
+export type ControlSocket = (() => void) & { promote(): void; close(): void };
 
 /** Another launcher answers on this host:port's control socket. */
 export class LauncherLiveError extends Error {}
@@ -93,7 +96,12 @@ export async function serveControl(
       if (!line.includes("\n")) return;
       const [name, ...args] = line.trim().split(/\s+/);
       const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
-      const answer = command ? await command(args) : { error: `unknown command ${name}` };
+      // A command that throws answers its error: it must not end the launcher.
+      const answer = command
+        ? await command(args).catch((error: unknown) => ({
+            error: (error as Error)?.message ?? String(error),
+          }))
+        : { error: `unknown command ${name}` };
       socket.write(`${JSON.stringify(answer)}\n`);
       if (name !== "stop") socket.end();
     });
@@ -126,6 +134,7 @@ export async function serveControl(
     } catch {}
   };
   // rename(2) replaces the old launcher's file in one step: a client finds one or the other.
+  const bound = path;
   const promote = () => {
     const main = socketPath(host, port);
     if (path === main) return;
@@ -133,7 +142,21 @@ export async function serveControl(
     path = main;
     ours = identity();
   };
-  return Object.assign(remove, { promote });
+  // server.close() unlinks the path it was bound to: only where that is still our file. A promoted
+  // socket was bound to the `next` name, which a launcher taking this one over may hold by now:
+  // that one is only removed (nobody finds it), and its server stays open, unreferenced.
+  const close = () => {
+    const mine = (() => {
+      try {
+        return identity() === ours;
+      } catch {
+        return false;
+      }
+    })();
+    if (mine && path === bound) server.close();
+    else remove();
+  };
+  return Object.assign(remove, { promote, close });
 }
 
 /** Throws a LauncherLiveError if a launcher listens on `path`. */

@@ -99,14 +99,14 @@ export function watchRunner(runner: Runner, onGone: () => void): () => void {
 
 /**
  * Where a package runner started this launcher (Linux), calls `stop` once that runner is gone,
- * and says why.
+ * and says why. Returns what ends the watch.
  */
-export function stopWithRunner(readText: ReadText, stop: () => void): void {
-  if (process.platform !== "linux") return;
+export function stopWithRunner(readText: ReadText, stop: () => void): () => void {
+  if (process.platform !== "linux") return () => {};
   const runner = findRunner(readText);
-  if (!runner) return;
+  if (!runner) return () => {};
   const command = runner.words.map((word, index) => (index === 0 ? basename(word) : word)).join(" ");
-  watchRunner(runner, () => {
+  return watchRunner(runner, () => {
     event(
       "stop",
       `the package runner that started this launcher (pid ${runner.pid}, ${command}) is gone: stopping`,

@@ -2,7 +2,8 @@
  * `--takeover`: replaces a running shardport launcher (any runtime, any options) with no gap.
  * 1. This launcher's shards start in the existing SO_REUSEPORT group (same address, port and
  *    user), while it answers on a second control socket, `<host>-<port>.next.sock`.
- * 2. It waits until every one is ready (else it exits 1 and the old launcher never knew).
+ * 2. It waits until every one is ready (else it exits as any start would, 2 for a module that
+ *    does not load, 1 otherwise, and the old launcher never knew).
  * 3. With `--canary`, both serve for that long and the new shards are judged against the old
  *    (src/launcher/canary.ts); a failed canary drains the new shards and exits 1.
  * 4. It tells the old launcher to drain and exit (`stop` on its control socket; without one,
@@ -36,6 +37,8 @@ export class Takeover {
   state?: TakeoverStatus;
   /** Settles once the old launcher has exited (or outlived its drain): its other ports are free. */
   oldGone: Promise<void> = Promise.resolve();
+  /** Removes the pid file this launcher took over, if it did and it is still its own. */
+  private pidFile?: () => void;
 
   constructor(old: OldLauncher, config: Config) {
     this.old = old;
@@ -47,9 +50,15 @@ export class Takeover {
 
   /**
    * Steps 3 and 4, once every new shard is ready. Throws a LaunchError (exit 1) after a failed
-   * canary, having drained this launcher's shards.
+   * canary, having drained this launcher's shards. Returns false, the old launcher untouched,
+   * where this one was told to stop before the hand-over (`stopping`): its own stop drains its
+   * shards, and the old launcher serves on.
    */
-  async complete(supervisor: Supervisor, control: ControlSocket | undefined): Promise<void> {
+  async complete(
+    supervisor: Supervisor,
+    control: ControlSocket | undefined,
+    stopping: () => boolean,
+  ): Promise<boolean> {
     const { old, config } = this;
     const { canary } = config;
     if (canary && old.socket) {
@@ -74,16 +83,29 @@ export class Takeover {
       }
       event("takeover", result.line);
     } else if (canary) log.warn("--canary: the old launcher has no control socket to compare with: skipped");
+    if (stopping()) {
+      // A stop during the canary: a canary that judged draining shards passed nothing.
+      event("takeover", `takeover abandoned: this launcher is stopping; launcher pid ${old.pid} serves on`);
+      this.state = undefined;
+      return false;
+    }
     this.state = { from: old.pid, step: "handing over" };
     await this.stopOld();
     control?.promote();
-    process.on("exit", writePidFile(config.host, config.port));
+    this.pidFile = writePidFile(config.host, config.port);
+    process.on("exit", this.pidFile);
     this.state = undefined;
     event(
       "takeover",
       `takeover: launcher pid ${old.pid} is draining; this launcher (pid ${process.pid}) owns ${config.host}:${config.port}`,
     );
     this.oldGone = this.awaitExit();
+    return true;
+  }
+
+  removePidFile(): void {
+    if (this.pidFile) process.off("exit", this.pidFile);
+    this.pidFile?.();
   }
 
   /** Tells the old launcher to drain and exit: over its control socket, else by SIGTERM. */
@@ -105,11 +127,23 @@ export class Takeover {
     } catch {}
   }
 
+  /**
+   * Until the old launcher has exited, however long its own drain takes (its --drain-timeout may
+   * be longer than this one's); a warning once it has outlived this launcher's drain by 10 s.
+   */
   private async awaitExit(): Promise<void> {
     const { old, config } = this;
-    const deadline = Date.now() + config.drainTimeoutMs + 10_000;
-    while (alive(old.pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-    if (alive(old.pid)) log.warn(`launcher pid ${old.pid} is still there after its drain: look at it`);
-    else event("takeover", `takeover done: launcher pid ${old.pid} has exited`);
+    const warnAt = Date.now() + config.drainTimeoutMs + 10_000;
+    let warned = false;
+    while (alive(old.pid)) {
+      if (!warned && Date.now() > warnAt) {
+        warned = true;
+        log.warn(
+          `launcher pid ${old.pid} is still there after ${config.drainTimeoutMs + 10_000} ms: look at it`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    event("takeover", `takeover done: launcher pid ${old.pid} has exited`);
   }
 }
