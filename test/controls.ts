@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
   assertNoneLost,
+  assertStopDrains,
   childrenOf,
   eventually,
   FIXTURES,
@@ -110,18 +111,21 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
         .map((cells) => [Number(cells[0]), cells[3]]);
     };
     const allReady = (n: number) => Array.from({ length: n }, (_, index) => [index, "ready"]);
-    /** 2 shards of `app` (the fault app) on `port`, with `flags`. */
+    /** `shards` (2) shards of `app` (the fault app) on `port`, with `flags`. */
     const launch = (
       flags: string[],
       {
         port = freshPort(),
         app = FAULT_APP,
         env = {},
-      }: { port?: number; app?: string; env?: Record<string, string> } = {},
-    ) => start(rt, ["--shards", "2", "--port", String(port), ...flags, app], env);
+        shards = 2,
+      }: { port?: number; app?: string; env?: Record<string, string>; shards?: number } = {},
+    ) => start(rt, ["--shards", String(shards), "--port", String(port), ...flags, app], env);
 
-    test("--max-requests with --max-requests-jitter: each shard is replaced past its own limit, one at a time, the new one ready first; 0 failed", async () => {
-      const app = await launch(["--max-requests", "300", "--max-requests-jitter", "100"]);
+    test("--max-requests with --max-requests-jitter: a shard is replaced past its own limit, one at a time, the new one ready first; 0 failed", async () => {
+      // One shard: were the old one drained before the new one is ready, no shard would listen
+      // for a while, and the load would see it fail.
+      const app = await launch(["--max-requests", "300", "--max-requests-jitter", "100"], { shards: 1 });
       const traffic = load(app.url, { concurrency: 4 });
       await app.waitFor(/(recycled: [\s\S]*){4}/, 60_000);
       noneFailed(await traffic.stop(), `${rt.name} --max-requests`);
@@ -144,8 +148,8 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
         kinds.map((_, i) => (i % 2 === 0 ? "begin" : "done")),
         steps.join(", "),
       );
-      // A replaced shard drains and exits: the launcher keeps exactly 2.
-      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 2, 15_000));
+      // A replaced shard drains and exits: the launcher keeps exactly 1.
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 1, 15_000));
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
     });
@@ -252,8 +256,43 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
+    test("a scale that fails while a SIGTTIN waits behind it: the SIGTTIN's count is reached, and the next SIGTTIN adds one", async () => {
+      mkdirSync(TMP, { recursive: true });
+      const [told, go] = [join(TMP, `${rt.name}-scale-fails`), join(TMP, `${rt.name}-scale-go`)];
+      rmSync(told, { force: true });
+      rmSync(go, { force: true });
+      const port = freshPort();
+      const app = await launch([], {
+        port,
+        shards: 1,
+        app: join(FIXTURES, "fails-once-when-told.ts"),
+        env: { FLAG_FILE: told, GO_FILE: go, SHARDPORT_DENO_FLAGS: `--allow-write=${TMP}` },
+      });
+      writeFileSync(told, "");
+      const failing = cli(["scale", "2", "--port", String(port)]);
+      await app.waitFor(/failing once GO_FILE exists/);
+      process.kill(app.launcherPid, "SIGTTIN"); // 3, queued behind the scale to 2
+      // Answered after the launcher has handled the signal: the SIGTTIN is queued by now.
+      assert.deepEqual(await statusRows(port), allReady(1));
+      writeFileSync(go, ""); // the scale to 2 fails now
+      const { code, output } = await failing;
+      assert.equal(code, 1, output);
+      assert.match(output, /scale stopped at 1\/2 shards: .*told to fail once/);
+      await app.waitFor(/scale done: 1 -> 3 shards/);
+      assert.deepEqual(await statusRows(port), allReady(3));
+      // Counted from the 3 asked for last, not from the 1 that served when the scale to 2 failed.
+      process.kill(app.launcherPid, "SIGTTIN");
+      const [, next] = await app.waitFor(/scale started: 3 -> (\d+) shards/);
+      assert.equal(next, "4", app.output());
+      await app.waitFor(/scale done: 3 -> 4 shards/);
+      assert.deepEqual(await statusRows(port), allReady(4));
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+      rmSync(go, { force: true });
+    });
+
     for (const signal of ["TERM", "INT"]) {
-      test(`\`timeout -s ${signal}\` signals the command and its whole process group: one stop, the in-flight request completes, exit 0`, async () => {
+      test(`\`timeout -s ${signal}\` signals the command and its whole process group: one stop, the launcher drains the in-flight requests, exit 0`, async () => {
         // GNU timeout signals the command, then its own process group (which the launcher and a
         // package runner are in): the launcher gets the signal twice. SIGALRM makes it time out now.
         const timed = {
@@ -268,10 +307,9 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
           ],
         };
         const app = await start(timed, ["--shards", "2", "--port", String(freshPort()), FAULT_APP]);
-        const slow = get(`${app.url}/slow?ms=1500`, 10_000);
-        await app.waitFor(/slow request started/);
-        process.kill(app.child.pid ?? 0, "SIGALRM");
-        assert.equal((await slow).status, 200, "the in-flight request completed");
+        await assertStopDrains(app, app.url, app.launcherPid, () =>
+          process.kill(app.child.pid ?? 0, "SIGALRM"),
+        );
         assert.equal(await app.exited, 0, app.output());
         assert.equal(all(app.output(), /stopping: draining/g).length, 1, app.output());
         assert.doesNotMatch(app.output(), /killing every shard/);

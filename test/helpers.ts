@@ -195,6 +195,33 @@ export function get(url: string, timeoutMs = 5000): Promise<Reply> {
   });
 }
 
+/**
+ * A stop with requests in flight: sends /slow?ms=1500 and /slow?ms=3000 to `url` (an app that
+ * logs "slow request started"), waits until both started, calls `stop` (which signals the
+ * launcher), and checks that both complete (200) and that `launcherPid` is alive when the first
+ * answer arrives: the second still holds a shard, so a launcher that drains waits for it. In
+ * process mode a shard whose launcher went away drains by itself, so the answers alone would pass
+ * a launcher that exits at once.
+ */
+export async function assertStopDrains(
+  app: Pick<Run, "waitFor">,
+  url: string,
+  launcherPid: number,
+  stop: () => void,
+): Promise<void> {
+  const first = get(`${url}/slow?ms=1500`, 10_000);
+  const second = get(`${url}/slow?ms=3000`, 10_000);
+  second.catch(() => {}); // awaited below, unless an assertion fails first
+  await app.waitFor(/(slow request started[\s\S]*){2}/);
+  stop();
+  assert.equal((await first).status, 200, "the first in-flight request completed");
+  assert.ok(
+    isAlive(launcherPid),
+    "the launcher is still draining when the first in-flight request completes",
+  );
+  assert.equal((await second).status, 200, "the second in-flight request completed");
+}
+
 export interface KeptReply extends Reply {
   headers: http.IncomingHttpHeaders;
   /** The local port of the connection it came on (which connection the agent used). */

@@ -15,6 +15,7 @@ import { after, describe, test } from "node:test";
 import { queryLauncher } from "../src/launcher/control.ts";
 import { MAX_START_FAILURES } from "../src/launcher/supervisor.ts";
 import {
+  assertStopDrains,
   childrenOf,
   eventually,
   FIXTURES,
@@ -136,18 +137,17 @@ export function lifecycleSuite(rt: RuntimeUnderTest): void {
       ["SIGINT", "process"],
       ["SIGINT", "threads"],
     ] as const) {
-      test(`${mode} mode: ${signal} to the whole process group is one stop: the in-flight request completes, exit 0`, async () => {
+      test(`${mode} mode: ${signal} to the whole process group is one stop: the launcher drains the in-flight requests, exit 0`, async () => {
         const app = await start(
           rt,
           ["--shards", "2", "--port", String(freshPort()), "--mode", mode, APP],
           env(),
         );
-        const slow = get(`${app.url}/slow?ms=1500`, 10_000);
-        await app.waitFor(/slow request started/);
         // Like Ctrl-C in a terminal or `kill -TERM -- -PGID`: the runner (bun run, deno task)
         // gets it too and forwards it, so the launcher gets it twice.
-        process.kill(-(app.child.pid ?? 0), signal);
-        assert.equal((await slow).status, 200);
+        await assertStopDrains(app, app.url, app.launcherPid, () =>
+          process.kill(-(app.child.pid ?? 0), signal),
+        );
         assert.equal(await app.exited, 0, app.output());
         assert.doesNotMatch(app.output(), /killing every shard/);
       });
@@ -222,7 +222,7 @@ export function lifecycleSuite(rt: RuntimeUnderTest): void {
     });
 
     for (const mode of ["process", "threads"])
-      test(`${mode} mode: SIGTERM during start-up drains: a request a ready shard accepted completes, exit 0`, async () => {
+      test(`${mode} mode: SIGTERM during start-up drains: the launcher waits for the requests a ready shard accepted, exit 0`, async () => {
         // The launcher waits for its early shards before it loads (src/launcher/early.ts): a stop
         // then must drain them too (in threads mode, exiting at once would cut the request).
         const delay = flag(`delay-start-${mode}`);
@@ -237,11 +237,12 @@ export function lifecycleSuite(rt: RuntimeUnderTest): void {
         // Shard 0 serves while shard 1 still loads.
         const served = async () => (await get(url, 1000).catch(() => undefined))?.status === 200;
         assert.ok(await eventually(served, 10_000), "shard 0 answers");
-        const slow = get(`${url}/slow?ms=1500`, 10_000);
-        await proc.waitFor(/slow request started/);
-        assert.doesNotMatch(proc.output(), /listening on/, "the launcher is still starting");
-        process.kill(launcherOf(rt, proc.child) ?? 0, "SIGTERM");
-        assert.equal((await slow).status, 200);
+        const launcher = launcherOf(rt, proc.child) ?? 0;
+        assert.ok(launcher > 0, "the launcher's pid");
+        await assertStopDrains(proc, url, launcher, () => {
+          assert.doesNotMatch(proc.output(), /listening on/, "the launcher is still starting");
+          process.kill(launcher, "SIGTERM");
+        });
         assert.equal(await proc.exited, 0, proc.output());
         rmSync(delay);
       });

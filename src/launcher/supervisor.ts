@@ -258,6 +258,8 @@ export class Supervisor {
   private pending = 0;
   /** The shard count the last `scale` asked for (SIGTTIN and SIGTTOU count from it). */
   private target: number;
+  /** `scale` calls so far: a failed scaling resets `target` only if no later one has set it. */
+  private scales = 0;
 
   private readonly runtime: Runtime;
   private readonly config: Config;
@@ -537,7 +539,8 @@ export class Supervisor {
    */
   scale(count: number): Promise<ScaleResult> {
     this.target = count;
-    return this.exclusive(() => this.scaleTo(count));
+    const asked = ++this.scales;
+    return this.exclusive(() => this.scaleTo(count, asked));
   }
 
   /**
@@ -559,7 +562,8 @@ export class Supervisor {
     return this.scale(count);
   }
 
-  private async scaleTo(count: number): Promise<ScaleResult> {
+  /** `asked`: which scale() call this is (this.scales then). */
+  private async scaleTo(count: number, asked: number): Promise<ScaleResult> {
     const from = this.slots.length;
     if (this.stopping) return STOPPED;
     if (count === from) return { shards: from };
@@ -580,7 +584,8 @@ export class Supervisor {
       } catch (error) {
         if (this.stopping) return STOPPED;
         next.kill();
-        this.target = this.slots.length;
+        // SIGTTIN and SIGTTOU count from what serves now, unless a later scale, queued, set its own.
+        if (asked === this.scales) this.target = this.slots.length;
         const message = `scale stopped at ${index}/${count} shards: ${(error as Error).message}; ${index} shards serve`;
         event("scale", message, { level: "error", shard: index });
         return { error: message };
