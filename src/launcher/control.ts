@@ -114,17 +114,33 @@ export async function serveControl(
         resolve();
       });
     });
+  // Which file is which: a file system may give a new file the inode number of a removed one.
+  const identity = () => {
+    try {
+      const stat = statSync(path);
+      return `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
+    } catch {
+      return undefined; // gone
+    }
+  };
+  const inUse = (error: unknown) => (error as NodeJS.ErrnoException).code === "EADDRINUSE";
   try {
     await listen();
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+    if (!inUse(error)) throw error;
+    const stale = identity();
     await refuseLive(host, port, path, next);
-    rmSync(path, { force: true }); // stale: its launcher is gone
-    await listen();
+    // Stale: its launcher is gone. Only that file is removed: a launcher started at the same
+    // moment may have replaced it while this one asked, and then answers on the new one.
+    if (stale !== undefined && identity() === stale) rmSync(path, { force: true });
+    try {
+      await listen();
+    } catch (again) {
+      if (inUse(again)) await refuseLive(host, port, path, next);
+      throw again;
+    }
   }
   chmodSync(path, 0o600);
-  // Which file is ours: a file system may give a new file the inode number of a removed one.
-  const identity = (stat = statSync(path)) => `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
   let ours = identity();
   server.unref();
   // At exit. Not server.close(): libuv would unlink the path, whoever's file it is by now.
@@ -146,14 +162,7 @@ export async function serveControl(
   // socket was bound to the `next` name, which a launcher taking this one over may hold by now:
   // that one is only removed (nobody finds it), and its server stays open, unreferenced.
   const close = () => {
-    const mine = (() => {
-      try {
-        return identity() === ours;
-      } catch {
-        return false;
-      }
-    })();
-    if (mine && path === bound) server.close();
+    if (identity() === ours && path === bound) server.close();
     else remove();
   };
   return Object.assign(remove, { promote, close });
