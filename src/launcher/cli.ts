@@ -220,7 +220,11 @@ export async function launch(
 
   const supervisor = new Supervisor(runtime, config, (reason) => void fail(EXIT.failed, reason));
   supervisor.early = [...early];
-  if (tls) supervisor.onSpawn = tls.ticketKeys.serve;
+  if (tls) {
+    supervisor.onSpawn = tls.ticketKeys.serve;
+    // New keys with each generation: the shards of one generation share theirs.
+    supervisor.onReloadStart = () => tls.ticketKeys.rotate();
+  }
   // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
   const reload = async (): Promise<ReloadResult> => {
     if (config.tls && tls) {
@@ -232,7 +236,6 @@ export async function launch(
         log.error(message);
         return { error: message };
       }
-      tls.ticketKeys.rotate();
     }
     return supervisor.reload();
   };

@@ -238,6 +238,8 @@ export class Supervisor {
   reloads = 0;
   /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
   onSpawn?: (child: ShardHandle) => void;
+  /** Called as a rolling reload begins (not when it is asked for: reloads wait and coalesce). */
+  onReloadStart?: () => void;
   /** Every process that ran a shard of this launcher during its start (the launcher for threads). */
   readonly startPids = new Set<number>([process.pid]);
   /** Shards of the first start that were started before the launcher had loaded, by slot. */
@@ -432,6 +434,7 @@ export class Supervisor {
     const generation = this.generation + 1;
     const total = this.slots.length;
     const started = Date.now();
+    this.onReloadStart?.();
     event("reload", `reload started: replacing ${total} shards one by one (generation ${generation})`);
     for (let index = 0; index < total; index++) {
       if (this.stopping) return STOPPED;
