@@ -7,7 +7,7 @@
  * a 0700 temporary folder removed when the launcher exits.
  * @module
  */
-import { EventEmitter } from "node:events";
+import { Emitter } from "../src/launcher/emitter.ts";
 import type { LauncherMessage } from "../src/protocol.ts";
 import { CHANNEL_ENV, type ChannelAddress, readLines, writeLine } from "./deno-channel.ts";
 
@@ -153,7 +153,7 @@ async function flush(channels: ChannelServer): Promise<void> {
 }
 
 /** A shard process started with `Deno.Command`, as the supervisor drives it. */
-export class DenoShardProcess extends EventEmitter {
+export class DenoShardProcess extends Emitter {
   readonly pid: number | undefined;
   connected = true;
   private child?: Deno.ChildProcess;

@@ -3,10 +3,9 @@
  * is the one line the launcher prints before it exits 2.
  * @module
  */
-import { existsSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import type { HttpServer } from "../types.ts";
+import { nodeProc } from "../proc.ts";
+import type { HttpServer, Proc } from "../types.ts";
 import { defaultShardCount, type ReadText } from "./cpus.ts";
 
 export const MAX_SHARDS = 1024;
@@ -116,15 +115,32 @@ Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed 
 another launcher on host:port, a failed canary), or a stop had to kill a stuck shard; 2 bad
 command line or app module; 130 a second Ctrl-C, 1 s or more after the first.`;
 
+/**
+ * `path` made absolute against `cwd` and normalised (no `.`, `..` or repeated `/`), as node:path's
+ * resolve() does on POSIX; written here because node:path would cost Deno its Node layer on the
+ * launcher's way to its first shards.
+ */
+export function resolvePath(cwd: string, path: string): string {
+  const parts: string[] = [];
+  for (const part of `${path.startsWith("/") ? "" : cwd}/${path}`.split("/")) {
+    if (part === "..") parts.pop();
+    else if (part !== "" && part !== ".") parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
+
+/** The folder of an absolute path, as node:path's dirname() gives it. */
+const dirname = (path: string) => path.slice(0, path.lastIndexOf("/")) || "/";
+
 /** `--watch`: the app module's folder; `--watch=a,b`: those paths, each of which must exist. */
-function watchPaths(on: boolean, list: string | undefined, app: string): string[] {
+function watchPaths(on: boolean, list: string | undefined, app: string, proc: Proc): string[] {
   if (!on) return [];
   if (list === undefined) return [dirname(app)];
   const paths = list.split(",").filter(Boolean);
   if (paths.length === 0) throw new UsageError("--watch= needs at least one path");
   return paths.map((path) => {
-    if (!existsSync(path)) throw new UsageError(`--watch: no such file or folder: ${path}`);
-    return resolve(path);
+    if (!proc.exists(path)) throw new UsageError(`--watch: no such file or folder: ${path}`);
+    return resolvePath(proc.cwd(), path);
   });
 }
 
@@ -209,7 +225,9 @@ export function parseConfig(
   env: Record<string, string | undefined>,
   defaultApp: string,
   readText?: ReadText,
+  proc: Proc = nodeProc,
 ): Config {
+  const resolve = (path: string) => resolvePath(proc.cwd(), path);
   let parsed: ReturnType<typeof parse>;
   const parse = (args: string[]) =>
     parseArgs({
@@ -332,7 +350,9 @@ export function parseConfig(
     join: values.join ?? false,
     takeover: values.takeover ?? false,
     canary: canaryOf(values),
-    shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(readText),
+    shards: shardsIn
+      ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS)
+      : defaultShardCount(readText, proc),
     port: portIn
       ? integer(
           portIn.name,
@@ -356,6 +376,7 @@ export function parseConfig(
       values.watch ?? false,
       values["watch-paths"],
       app === undefined ? defaultApp : resolve(app),
+      proc,
     ),
     maxMemoryMb,
     maxRequests,
