@@ -234,7 +234,7 @@ type Values<O extends Record<string, OptionSpec>> = {
  * wins; a string flag takes the next word, or `--flag=value`), with its refusals, from the words
  * of args-tokens (node:util would cost Deno 5 to 10 ms on the launcher's way to its first shards).
  */
-function parseStrict<O extends Record<string, OptionSpec>>(
+export function parseStrict<O extends Record<string, OptionSpec>>(
   args: string[],
   options: O,
 ): { values: Values<O>; positionals: string[] } {
