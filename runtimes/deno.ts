@@ -6,16 +6,17 @@
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
 import { ThreadHandle } from "../src/launcher/thread-handle.ts";
 import { log } from "../src/log.ts";
-import { demoAppBeside, isShardThread, main } from "../src/main.ts";
+import { demoAppBeside, main } from "../src/main.ts";
 import { type LauncherMessage, SHARD_ENV, type ShardSpec } from "../src/protocol.ts";
-import type { Runtime, ShardAccess, ShardHandle } from "../src/types.ts";
+import type { Proc, Runtime, ShardAccess, ShardHandle } from "../src/types.ts";
 import { canStopListeners, ownListeners, stopChildListener, stopOwnListener } from "./deno-listener.ts";
 import { DenoShardProcess } from "./deno-process.ts";
 import { denoMemory, listenDeno } from "./deno-serve.ts";
 import type { ListenTurn, ThreadExit } from "./deno-thread.ts";
 
-// No node: module here: the launcher's way to its first shard loads only what it needs
-// (node:child_process, node:fs, node:url and node:worker_threads cost Deno 10 to 15 ms).
+// No node: module and no `process` here, nor on the launcher's way to its first shards (src/main.ts,
+// src/launcher/early.ts): either boots or loads Deno's Node layer (15 to 30 ms); `proc` below
+// answers for them.
 
 /** A file: URL's path, as node:url's fileURLToPath gives it on POSIX. */
 const filePath = (url: string | URL) => decodeURIComponent(new URL(url).pathname);
@@ -75,7 +76,7 @@ function realPath(path: string): string {
  */
 function permissions(access: ShardAccess, channel: string): string[] {
   const { net, read, sys } = shardPermissions(access);
-  const extra = (process.env.SHARDPORT_DENO_FLAGS ?? "").split(/\s+/).filter(Boolean);
+  const extra = (Deno.env.get("SHARDPORT_DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
   return [
     `--allow-net=${[...net, `unix:${channel}`].join(",")}`,
     `--allow-read=${[...read, channel].join(",")}`,
@@ -92,7 +93,7 @@ function permissions(access: ShardAccess, channel: string): string[] {
  * thread has the launcher's permissions.
  */
 function threadPermissions(access: ShardAccess) {
-  if (process.env.SHARDPORT_DENO_FLAGS) return "inherit";
+  if (Deno.env.get("SHARDPORT_DENO_FLAGS")) return "inherit";
   return { ...shardPermissions(access), run: false, write: false, ffi: false, import: "inherit" };
 }
 
@@ -154,6 +155,7 @@ function startWorker(spec: ShardSpec): Worker {
  * supervisor drives (send, kill, message and exit events), as for a child process.
  */
 class DenoThread extends ThreadHandle {
+  readonly pid = Deno.pid;
   readonly label = `thread ${++threads}`;
   /** Unset where the Worker could not even be created (the handle then reports exit 1). */
   private readonly worker?: Worker;
@@ -238,8 +240,38 @@ class DenoThread extends ThreadHandle {
   }
 }
 
+/** The process as Deno's own APIs tell it (see Runtime.proc). */
+const proc: Proc = {
+  args: () => Deno.args,
+  env: () => Deno.env.toObject(),
+  pid: () => Deno.pid,
+  platform: () => Deno.build.os,
+  cwd: () => Deno.cwd(),
+  // The affinity mask, as availableParallelism() (sched_getaffinity) gives it.
+  cpus: () => navigator.hardwareConcurrency,
+  isFile(path) {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false;
+    }
+  },
+  exists(path) {
+    try {
+      Deno.statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  onSignal: (signal, listener) => Deno.addSignalListener(signal, listener),
+  offSignal: (signal, listener) => Deno.removeSignalListener(signal, listener),
+  exit: (code) => Deno.exit(code),
+};
+
 export const deno: Runtime = {
   name: "deno",
+  proc,
   entry,
   version: Deno.version.deno,
   spawnShard: (env, access) =>
@@ -277,6 +309,7 @@ export const start = async (options?: StartOptions): Promise<Launched> =>
 /** The command line: a shard or the launcher. The package's `shardport` bin calls it on Deno. */
 export const cli = (): Promise<void> => main(deno, defaultApp);
 
-// A shard thread runs this module too (threads mode).
+// Only as the entry: a shard runs runtimes/deno-shard.ts (a process) or deno-thread.ts (a thread),
+// never this module, so importing it (start()) touches no `process` (Deno's Node layer).
 // Not awaited: a pending top-level await would hold back later dynamic imports (Deno).
-if (import.meta.main || isShardThread()) cli();
+if (import.meta.main) cli();

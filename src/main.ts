@@ -4,7 +4,9 @@
  * a shard never loads the launcher's code and the launcher never loads the app.
  * @module
  */
+
 import { say } from "./log.ts";
+import { procOf } from "./proc.ts";
 import { SHARD_ENV } from "./protocol.ts";
 import type { ShardRuntime } from "./shard/shard.ts";
 import type { Runtime } from "./types.ts";
@@ -28,16 +30,19 @@ export const demoAppBeside = (entryUrl: string): string =>
 
 /** The entry point of every runtime; an unexpected error ends the process with exit 1. */
 export async function main(runtime: Runtime, defaultApp: string): Promise<void> {
+  // Up to the first shards, the process as the runtime tells it (Runtime.proc): on Deno, `process` would
+  // boot its Node layer first (see Runtime.proc).
+  const proc = procOf(runtime);
   try {
-    if (process.env[SHARD_ENV]) {
+    if (proc.env()[SHARD_ENV]) {
       await shardMain(runtime);
     } else {
       // Signals first, before anything else of the launcher loads (see launcher/signals.ts).
       const { LauncherSignals } = await import("./launcher/signals.ts");
-      const signals = new LauncherSignals();
+      const signals = new LauncherSignals(proc);
       // Then the first shards; the rest of the launcher loads once they have spoken (launcher/early.ts).
       const { endEarly, firstWords, killEarly, startEarly } = await import("./launcher/early.ts");
-      const early = await startEarly(runtime, defaultApp, process.argv.slice(2));
+      const early = await startEarly(runtime, defaultApp, proc.args());
       signals.beforeStart = () => endEarly(early);
       signals.killBeforeStart = () => killEarly(early);
       await firstWords(early);

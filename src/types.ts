@@ -3,11 +3,21 @@
  * @module
  */
 import type { ChildProcess } from "node:child_process";
-import type { EventEmitter } from "node:events";
 import type { LauncherMessage, ShardSpec } from "./protocol.ts";
 
+/** What the supervisor uses of a handle's events: node:events's EventEmitter has them. */
+export interface HandleEvents {
+  // biome-ignore lint/suspicious/noExplicitAny: as node:events types its listeners
+  on(event: string, listener: (...args: any[]) => void): this;
+  // biome-ignore lint/suspicious/noExplicitAny: as node:events types its listeners
+  once(event: string, listener: (...args: any[]) => void): this;
+  // biome-ignore lint/suspicious/noExplicitAny: as node:events types its listeners
+  off(event: string, listener: (...args: any[]) => void): this;
+  emit(event: string, ...args: unknown[]): boolean;
+}
+
 /** A shard's process or thread, as the supervisor drives it (a ChildProcess or a thread handle). */
-export type ShardHandle = EventEmitter &
+export type ShardHandle = HandleEvents &
   Pick<ChildProcess, "pid" | "connected" | "kill"> & {
     send(message: LauncherMessage): boolean;
     label?: string;
@@ -105,6 +115,33 @@ export interface Runtime {
   memoryUsage?(): { rss: number; heapUsed: number };
   /** Makes `import()` of a .ts module work where the runtime cannot strip types itself. */
   loadTypeScript?(): Promise<void>;
+  /**
+   * The process, as the launcher's way to its first shards asks it (src/main.ts,
+   * src/launcher/signals.ts, early.ts, config.ts, spawn.ts), where `process` and node: modules
+   * cost the start (Deno: its Node layer); without it, they answer (src/proc.ts).
+   */
+  readonly proc?: Proc;
+}
+
+/** A signal the launcher catches (src/launcher/signals.ts). */
+export type CaughtSignal = "SIGHUP" | "SIGINT" | "SIGTERM" | "SIGTTIN" | "SIGTTOU";
+
+/** What the launcher's start asks of its process: see Runtime.proc. */
+export interface Proc {
+  /** The command line's words after the script. */
+  args(): string[];
+  env(): Record<string, string | undefined>;
+  pid(): number;
+  platform(): string;
+  cwd(): string;
+  /** The CPUs this process may use (its affinity), as node:os's availableParallelism() says. */
+  cpus(): number;
+  /** True where `path` is a file (not a folder), false where it is none or cannot be read. */
+  isFile(path: string): boolean;
+  exists(path: string): boolean;
+  onSignal(signal: CaughtSignal, listener: () => void): void;
+  offSignal(signal: CaughtSignal, listener: () => void): void;
+  exit(code: number): never;
 }
 
 /** What a shard needs to reach: the Deno adapter turns it into the narrowest permissions. */

@@ -3,7 +3,16 @@ import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
-import { childrenOf, eventually, freshPort, get, isAlive, RUNTIMES, start } from "./helpers.ts";
+import {
+  childrenOf,
+  eventually,
+  freshPort,
+  get,
+  isAlive,
+  RUNTIMES,
+  type RuntimeUnderTest,
+  start,
+} from "./helpers.ts";
 import { shardSuite } from "./suite.ts";
 
 shardSuite(RUNTIMES.deno);
@@ -107,5 +116,29 @@ describe("deno shard process", () => {
       process.kill(next.launcherPid, "SIGTERM");
     }
     assert.equal(await next.exited, 0);
+  });
+});
+
+describe("deno launcher", () => {
+  test("spawns its first shards before Deno's Node layer boots in it", async () => {
+    // deno task start's own command line, with the watched entry in place of runtimes/deno.ts.
+    const task: string[] = JSON.parse(readFileSync("deno.json", "utf8")).tasks.start.split(" ");
+    const watched: RuntimeUnderTest = {
+      ...RUNTIMES.deno,
+      command: (args) => [
+        ...task.map((word) => (word === "runtimes/deno.ts" ? "test/fixtures/deno-launcher-layer.ts" : word)),
+        ...args,
+      ],
+    };
+    const app = await start(watched, ["--shards", "2", "--port", String(freshPort()), "src/app.ts"]);
+    try {
+      assert.equal((await get(app.url)).status, 200);
+    } finally {
+      process.kill(app.launcherPid, "SIGTERM");
+    }
+    assert.equal(await app.exited, 0);
+    assert.match(app.output(), /launcher node layer at first spawn: false /);
+    // Its logger (pino) boots the layer later: the observable still tells.
+    assert.match(app.output(), /launcher node layer at exit: true /);
   });
 });

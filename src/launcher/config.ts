@@ -3,10 +3,9 @@
  * is the one line the launcher prints before it exits 2.
  * @module
  */
-import { existsSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { parseArgs } from "node:util";
-import type { HttpServer } from "../types.ts";
+import { parseArgs as tokenize } from "args-tokens/parser";
+import { nodeProc } from "../proc.ts";
+import type { HttpServer, Proc } from "../types.ts";
 import { defaultShardCount, type ReadText } from "./cpus.ts";
 
 export const MAX_SHARDS = 1024;
@@ -116,15 +115,32 @@ Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed 
 another launcher on host:port, a failed canary), or a stop had to kill a stuck shard; 2 bad
 command line or app module; 130 a second Ctrl-C, 1 s or more after the first.`;
 
+/**
+ * `path` made absolute against `cwd` and normalised (no `.`, `..` or repeated `/`), as node:path's
+ * resolve() does on POSIX; written here because node:path would cost Deno its Node layer on the
+ * launcher's way to its first shards.
+ */
+export function resolvePath(cwd: string, path: string): string {
+  const parts: string[] = [];
+  for (const part of `${path.startsWith("/") ? "" : cwd}/${path}`.split("/")) {
+    if (part === "..") parts.pop();
+    else if (part !== "" && part !== ".") parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
+
+/** The folder of an absolute path, as node:path's dirname() gives it. */
+const dirname = (path: string) => path.slice(0, path.lastIndexOf("/")) || "/";
+
 /** `--watch`: the app module's folder; `--watch=a,b`: those paths, each of which must exist. */
-function watchPaths(on: boolean, list: string | undefined, app: string): string[] {
+function watchPaths(on: boolean, list: string | undefined, app: string, proc: Proc): string[] {
   if (!on) return [];
   if (list === undefined) return [dirname(app)];
   const paths = list.split(",").filter(Boolean);
   if (paths.length === 0) throw new UsageError("--watch= needs at least one path");
   return paths.map((path) => {
-    if (!existsSync(path)) throw new UsageError(`--watch: no such file or folder: ${path}`);
-    return resolve(path);
+    if (!proc.exists(path)) throw new UsageError(`--watch: no such file or folder: ${path}`);
+    return resolvePath(proc.cwd(), path);
   });
 }
 
@@ -204,57 +220,99 @@ function canaryOf(values: Record<string, string | boolean | undefined>): Canary 
   };
 }
 
+interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  default?: string | boolean;
+}
+type Values<O extends Record<string, OptionSpec>> = {
+  [K in keyof O]: O[K] extends { type: "boolean" } ? boolean | undefined : string | undefined;
+};
+
+/**
+ * The command line as node:util's parseArgs reads it in strict mode (the last of a repeated flag
+ * wins; a string flag takes the next word, or `--flag=value`), with its refusals, from the words
+ * of args-tokens (node:util would cost Deno 5 to 10 ms on the launcher's way to its first shards).
+ */
+export function parseStrict<O extends Record<string, OptionSpec>>(
+  args: string[],
+  options: O,
+): { values: Values<O>; positionals: string[] } {
+  const values: Record<string, string | boolean | undefined> = {};
+  const positionals: string[] = [];
+  // allowCompatible: `-h=1` is -h, -= and -1, as node:util reads it.
+  const tokens = tokenize(args, { allowCompatible: true });
+  for (let i = 0; i < tokens.length; i++) {
+    const token = tokens[i];
+    // A short group's trailing word (`-hh word`) is a positional to node:util: no flag here takes one.
+    if (token.kind === "positional" || (token.kind === "option" && token.name === undefined))
+      positionals.push(token.value ?? "");
+    if (token.kind !== "option" || token.name === undefined) continue;
+    const raw = token.rawName ?? "";
+    const name = raw.startsWith("--")
+      ? token.name
+      : Object.keys(options).find((key) => options[key].short === token.name);
+    const option = name === undefined ? undefined : options[name];
+    if (name === undefined || !option) throw new UsageError(`unknown flag ${raw} (see --help)`);
+    if (option.type === "boolean") {
+      if (token.inlineValue) throw new UsageError(`Option '${raw}' does not take an argument`);
+      values[name] = true;
+    } else if (token.inlineValue) values[name] = token.value ?? "";
+    else {
+      const next = tokens[i + 1];
+      if (next === undefined) throw new UsageError(`Option '${raw} <value>' argument missing`);
+      const value = next.kind === "positional" ? (next.value ?? "") : "--";
+      if (value.length > 1 && value.startsWith("-"))
+        throw new UsageError(`Option '${raw}' argument is ambiguous.`);
+      values[name] = value;
+      i++;
+    }
+  }
+  for (const [name, option] of Object.entries(options))
+    if (values[name] === undefined && option.default !== undefined) values[name] = option.default;
+  return { values: values as Values<O>, positionals };
+}
+
+const OPTIONS = {
+  shards: { type: "string" },
+  port: { type: "string" },
+  host: { type: "string" },
+  app: { type: "string" },
+  http: { type: "string", default: "native" },
+  mode: { type: "string", default: "process" },
+  "metrics-port": { type: "string" },
+  "dashboard-port": { type: "string" },
+  "access-log": { type: "boolean", default: false },
+  "drain-timeout": { type: "string" },
+  "ready-timeout": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "max-memory": { type: "string" },
+  "max-requests": { type: "string" },
+  "max-requests-jitter": { type: "string" },
+  strict: { type: "boolean", default: false },
+  join: { type: "boolean", default: false },
+  takeover: { type: "boolean", default: false },
+  canary: { type: "string" },
+  "canary-5xx": { type: "string" },
+  "canary-p99": { type: "string" },
+  watch: { type: "boolean", default: false },
+  "watch-paths": { type: "string" },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
 export function parseConfig(
   argv: string[],
   env: Record<string, string | undefined>,
   defaultApp: string,
   readText?: ReadText,
+  proc: Proc = nodeProc,
 ): Config {
-  let parsed: ReturnType<typeof parse>;
-  const parse = (args: string[]) =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        shards: { type: "string" },
-        port: { type: "string" },
-        host: { type: "string" },
-        app: { type: "string" },
-        http: { type: "string", default: "native" },
-        mode: { type: "string", default: "process" },
-        "metrics-port": { type: "string" },
-        "dashboard-port": { type: "string" },
-        "access-log": { type: "boolean", default: false },
-        "drain-timeout": { type: "string" },
-        "ready-timeout": { type: "string" },
-        "tls-cert": { type: "string" },
-        "tls-key": { type: "string" },
-        "max-memory": { type: "string" },
-        "max-requests": { type: "string" },
-        "max-requests-jitter": { type: "string" },
-        strict: { type: "boolean", default: false },
-        join: { type: "boolean", default: false },
-        takeover: { type: "boolean", default: false },
-        canary: { type: "string" },
-        "canary-5xx": { type: "string" },
-        "canary-p99": { type: "string" },
-        watch: { type: "boolean", default: false },
-        "watch-paths": { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
+  const resolve = (path: string) => resolvePath(proc.cwd(), path);
   // `scale -1` would otherwise fail as an unknown flag.
   const negativeScale = argv.find((arg, i) => argv[i - 1] === "scale" && /^-\d/.test(arg));
   if (negativeScale !== undefined) integer("scale", negativeScale, 1, MAX_SHARDS);
-  try {
-    parsed = parse(splitWatchPaths(joinNegativeValues(argv)));
-  } catch (error) {
-    const message = (error as Error).message;
-    const unknown = /Unknown option '([^']+)'/.exec(message);
-    if (unknown) throw new UsageError(`unknown flag ${unknown[1]} (see --help)`);
-    throw new UsageError(message.split("\n")[0]);
-  }
+  const parsed = parseStrict(splitWatchPaths(joinNegativeValues(argv)), OPTIONS);
   const { values } = parsed;
   let positionals = parsed.positionals;
   let command: Config["command"] = "serve";
@@ -332,7 +390,9 @@ export function parseConfig(
     join: values.join ?? false,
     takeover: values.takeover ?? false,
     canary: canaryOf(values),
-    shards: shardsIn ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS) : defaultShardCount(readText),
+    shards: shardsIn
+      ? integer(shardsIn.name, shardsIn.raw, 1, MAX_SHARDS)
+      : defaultShardCount(readText, proc),
     port: portIn
       ? integer(
           portIn.name,
@@ -356,6 +416,7 @@ export function parseConfig(
       values.watch ?? false,
       values["watch-paths"],
       app === undefined ? defaultApp : resolve(app),
+      proc,
     ),
     maxMemoryMb,
     maxRequests,

@@ -4,19 +4,16 @@
  * the machine's CPU count: starting more shards than the quota allows only adds contention.
  * @module
  */
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
-
-/** Root of the cgroup file system; tests point it at fake cgroup files. */
-const cgroupRoot = () => process.env.SHARDPORT_CGROUP_ROOT ?? "/sys/fs/cgroup";
+import { nodeProc } from "../proc.ts";
+import type { Proc } from "../types.ts";
 
 /** Reads a file as text; a runtime whose fs guards /proc and /sys (Deno) passes its own. */
 export type ReadText = (path: string) => string;
 
-const readFs: ReadText = (path) => readFileSync(path, "utf8");
+const readFs: ReadText = (path) => process.getBuiltinModule("node:fs").readFileSync(path, "utf8");
 
 /** CPUs allowed by the tightest quota on this process's cgroup path, or undefined if none. */
-export function cgroupCpuLimit(readText: ReadText = readFs): number | undefined {
+export function cgroupCpuLimit(readText: ReadText = readFs, proc: Proc = nodeProc): number | undefined {
   const read = (path: string) => {
     try {
       return readText(path).trim() || undefined;
@@ -24,8 +21,10 @@ export function cgroupCpuLimit(readText: ReadText = readFs): number | undefined 
       return undefined;
     }
   };
-  const root = cgroupRoot();
-  const self = read(process.env.SHARDPORT_PROC_CGROUP ?? `/proc/${process.pid}/cgroup`) ?? "";
+  // Tests point these at fake cgroup files.
+  const env = proc.env();
+  const root = env.SHARDPORT_CGROUP_ROOT ?? "/sys/fs/cgroup";
+  const self = read(env.SHARDPORT_PROC_CGROUP ?? `/proc/${proc.pid()}/cgroup`) ?? "";
   let limit: number | undefined;
   const consider = (quota: number, period: number) => {
     if (quota > 0 && period > 0) limit = Math.min(limit ?? Infinity, quota / period);
@@ -51,8 +50,8 @@ export function cgroupCpuLimit(readText: ReadText = readFs): number | undefined 
 }
 
 /** How many shards to start when neither --shards nor SHARDS says. */
-export function defaultShardCount(readText: ReadText = readFs): number {
-  const quota = cgroupCpuLimit(readText);
-  const usable = availableParallelism();
+export function defaultShardCount(readText: ReadText = readFs, proc: Proc = nodeProc): number {
+  const quota = cgroupCpuLimit(readText, proc);
+  const usable = proc.cpus();
   return Math.max(1, Math.min(usable, quota === undefined ? usable : Math.ceil(quota)));
 }

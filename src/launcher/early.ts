@@ -11,8 +11,7 @@
  * Otherwise the launcher starts every shard itself.
  * @module
  */
-import { statSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { procOf } from "../proc.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import { parseConfig } from "./config.ts";
 import { loadThreads, shardSpec, spawnShard } from "./spawn.ts";
@@ -67,12 +66,14 @@ export async function startEarly(
   defaultApp: string,
   argv: string[],
 ): Promise<EarlyShard[]> {
+  // The process as the runtime tells it: no `process`, no node: module on Deno (Runtime.proc).
+  const proc = procOf(runtime);
   let config: ReturnType<typeof parseConfig>;
   let countKnown = true;
   try {
     config = parseConfig(
       argv,
-      process.env,
+      proc.env(),
       defaultApp,
       runtime.readProc
         ? () => {
@@ -80,24 +81,21 @@ export async function startEarly(
             throw new Error("not now");
           }
         : undefined,
+      proc,
     );
   } catch {
     return []; // the launcher says what is wrong
   }
   if (config.command !== "serve" || config.help || config.tls || runtime.reusePortGap) return [];
-  if (runtime.refusesHttp?.[config.http] || process.platform !== "linux") return [];
-  try {
-    if (!statSync(config.app).isFile()) return [];
-  } catch {
-    return [];
-  }
+  if (runtime.refusesHttp?.[config.http] || proc.platform() !== "linux") return [];
+  if (!proc.isFile(config.app)) return [];
   // A name (localhost) may stand for several addresses, and the probe binds one: the guard, which
   // looks at every address the name resolves to, goes first then.
   if (!IP_LITERAL.test(config.host)) return [];
   if (!(await nothingListens(runtime, config.host, config.port))) return [];
-  if (config.mode === "threads") await loadThreads();
+  if (config.mode === "threads") await loadThreads(runtime);
   // No more at once than there are CPUs to start them: the first answer waits for none of them.
-  const count = countKnown ? Math.min(config.shards, availableParallelism()) : 1;
+  const count = countKnown ? Math.min(config.shards, proc.cpus()) : 1;
   return Array.from({ length: count }, (_, index) =>
     record(spawnShard(runtime, config, shardSpec(config, index, 0))),
   );

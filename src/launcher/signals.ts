@@ -17,9 +17,13 @@
  *
  * The control socket's `stop` counts as a SIGTERM, its `reload` as a SIGHUP, its `scale N` sets
  * the count that SIGTTIN and SIGTTOU change.
- * This module imports nothing: it must load fast.
+ * This module imports nothing but src/proc.ts, which imports nothing: it must load fast. It asks
+ * the process through the runtime's Proc (src/types.ts): on Deno, `process` would boot the Node
+ * layer.
  * @module
  */
+import { nodeProc } from "../proc.ts";
+import type { CaughtSignal as Caught, Proc } from "../types.ts";
 
 /** A second stop signal this soon after the first is the same stop. */
 export const SAME_STOP_MS = 1000;
@@ -35,7 +39,6 @@ export interface SignalActions {
   scaleBy(delta: 1 | -1): void;
 }
 
-type Caught = "SIGHUP" | "SIGINT" | "SIGTERM" | "SIGTTIN" | "SIGTTOU";
 const CAUGHT: Caught[] = ["SIGHUP", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU"];
 
 export class LauncherSignals {
@@ -54,11 +57,14 @@ export class LauncherSignals {
   /** What a second Ctrl-C does then: kill those shards at once (the launcher exits 130). */
   killBeforeStart?: () => void;
 
-  constructor() {
+  private readonly proc: Proc;
+
+  constructor(proc: Proc = nodeProc) {
+    this.proc = proc;
     for (const signal of CAUGHT) {
       const listener = () => this.receive(signal);
       this.listeners.set(signal, listener);
-      process.on(signal, listener);
+      proc.onSignal(signal, listener);
     }
   }
 
@@ -71,7 +77,7 @@ export class LauncherSignals {
 
   /** Gives the signals back to the runtime (a command that serves nothing: status, reload, stop). */
   release(): void {
-    for (const [signal, listener] of this.listeners) process.off(signal, listener);
+    for (const [signal, listener] of this.listeners) this.proc.offSignal(signal, listener);
   }
 
   get stopping(): boolean {
@@ -95,8 +101,8 @@ export class LauncherSignals {
     if (!this.stopping) {
       this.stopAt = Date.now();
       if (this.actions) this.actions.stop();
-      else if (this.beforeStart) void this.beforeStart().then(() => process.exit(0));
-      else process.exit(0); // no shard exists yet: nothing to drain
+      else if (this.beforeStart) void this.beforeStart().then(() => this.proc.exit(0));
+      else this.proc.exit(0); // no shard exists yet: nothing to drain
       return;
     }
     if (signal === "SIGINT" && Date.now() - this.stopAt >= SAME_STOP_MS) {
@@ -105,7 +111,7 @@ export class LauncherSignals {
         return;
       }
       this.killBeforeStart?.();
-      process.exit(130);
+      this.proc.exit(130);
     }
   }
 }

@@ -3,6 +3,7 @@
  * Used by the supervisor for every shard, and by src/launcher/early.ts for the first one.
  * @module
  */
+import { procOf } from "../proc.ts";
 import { SHARD_ENV, type ShardSpec } from "../protocol.ts";
 import type { Runtime, ShardHandle } from "../types.ts";
 import type { Config } from "./config.ts";
@@ -11,10 +12,11 @@ let threads: typeof import("./threads.ts") | undefined;
 
 /**
  * Loads threads mode's handle (node:worker_threads): before the first shard thread starts, and
- * only in threads mode, so that the launcher's path to its first shard process does not load it.
+ * only in threads mode and where the runtime has no threads of its own, so that the launcher's
+ * path to its first shard does not load it.
  */
-export async function loadThreads(): Promise<void> {
-  threads ??= await import("./threads.ts");
+export async function loadThreads(runtime: Runtime): Promise<void> {
+  if (!runtime.spawnThread) threads ??= await import("./threads.ts");
 }
 
 /**
@@ -43,7 +45,7 @@ export function shardSpec(config: Config, index: number, generation: number): Sh
 
 /** Starts the shard of `spec`: a child process, or a thread in threads mode. */
 export function spawnShard(runtime: Runtime, config: Config, spec: ShardSpec): ShardHandle {
-  const env = { ...process.env, [SHARD_ENV]: JSON.stringify(spec) };
+  const env = { ...procOf(runtime).env(), [SHARD_ENV]: JSON.stringify(spec) };
   const { host, port, app, tls } = config;
   return config.mode === "threads"
     ? (runtime.spawnThread?.(spec) ?? new (threadShard())(runtime.entry, env))

@@ -309,7 +309,7 @@ export class Supervisor {
    */
   async start(): Promise<void> {
     try {
-      if (this.config.mode === "threads") await loadThreads();
+      if (this.config.mode === "threads") await loadThreads(this.runtime);
       const shards = this.slots.map((_, index) => this.spawn(index, this.generation, true));
       shards.forEach((shard, index) => {
         this.slots[index] = shard;

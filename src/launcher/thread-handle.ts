@@ -4,17 +4,17 @@
  * load node:worker_threads on the launcher's way to its first shard.
  * @module
  */
-import { EventEmitter } from "node:events";
 import type { LauncherMessage } from "../protocol.ts";
+import { Emitter } from "./emitter.ts";
 
 /**
  * What the supervisor drives for a shard thread, the same handle a child process gives it:
  * send, kill, "message", then "exit" and (later, as for a process) "close". A subclass says how
  * to post to its thread and how to end it, and calls `exited()` when the thread has ended.
  */
-export abstract class ThreadHandle extends EventEmitter {
+export abstract class ThreadHandle extends Emitter {
   /** The launcher's pid: threads share it. */
-  readonly pid = process.pid;
+  abstract readonly pid: number;
   abstract readonly label: string;
   connected = true;
 

@@ -17,6 +17,7 @@ const listenTurn = new Int32Array(new SharedArrayBuffer(4));
 
 /** A shard as a node:worker_threads Worker running the runtime's entry (Bun, Node). */
 export class ThreadShard extends ThreadHandle {
+  readonly pid = process.pid;
   readonly label: string;
   private readonly worker: Worker;
 
