@@ -7,6 +7,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
+import { procOf } from "../proc.ts";
 import type { Runtime } from "../types.ts";
 import { type Config, MAX_SHARDS, parseConfig, USAGE, UsageError } from "./config.ts";
 import {
@@ -512,7 +513,7 @@ export async function start(
   const config = parseConfig(argv, process.env, defaultApp, readProcFile(runtime));
   // What the launcher holds in this process (signal handlers, control socket, pid file, the
   // runner's watch) is given back once it has stopped, or failed to start: start() may come again.
-  const signals = new LauncherSignals();
+  const signals = new LauncherSignals(procOf(runtime));
   const closers = [() => signals.release()];
   const close = () => {
     for (const closer of closers.splice(0)) closer();
