@@ -129,38 +129,39 @@ describe("Docker", () => {
   });
 });
 
-function kubernetesPod() {
-  const docs = parseAllDocuments(read("deploy/kubernetes.yaml")).map((d) => d.toJS());
+function kubernetesPod(file = "deploy/kubernetes.yaml") {
+  const docs = parseAllDocuments(read(file)).map((d) => d.toJS());
   return docs.find((d) => d.kind === "Deployment").spec.template.spec;
 }
 
 describe("Kubernetes", () => {
-  test('the pod passes Pod Security Standards "restricted" and asks for tcp_migrate_req=1', () => {
-    const pod = kubernetesPod();
-    assert.equal(pod.securityContext.runAsNonRoot, true);
-    assert.ok(pod.securityContext.runAsUser > 0);
-    assert.equal(pod.securityContext.seccompProfile.type, "RuntimeDefault");
-    assert.deepEqual(pod.securityContext.sysctls, [{ name: "net.ipv4.tcp_migrate_req", value: "1" }]);
-    assert.match(read("deploy/kubernetes.yaml"), /--allowed-unsafe-sysctls=net\.ipv4\.tcp_migrate_req/);
-    assert.ok(!pod.hostNetwork && !pod.hostPID && !pod.hostIPC);
-    for (const container of [...pod.containers, ...(pod.initContainers ?? [])]) {
-      const context = container.securityContext;
-      assert.equal(context.allowPrivilegeEscalation, false);
-      assert.equal(context.readOnlyRootFilesystem, true);
-      assert.deepEqual(context.capabilities, { drop: ["ALL"] });
-      assert.notEqual(context.privileged, true);
-      assert.notEqual(context.runAsUser, 0);
-      // The one writable place, where the launcher puts its pid file and control socket.
-      const tmp = container.volumeMounts.find((m: { mountPath: string }) => m.mountPath === "/tmp");
-      const volume = pod.volumes.find((v: { name: string }) => v.name === tmp.name);
-      assert.ok(volume.emptyDir, "an emptyDir");
-    }
-    // Only the volume types "restricted" allows.
-    for (const volume of pod.volumes) {
-      const [kind] = Object.keys(volume).filter((k) => k !== "name");
-      assert.ok(["emptyDir", "configMap", "secret", "projected", "persistentVolumeClaim"].includes(kind));
-    }
-  });
+  for (const file of ["deploy/kubernetes.yaml", "deploy/kubernetes-tls.yaml"])
+    test(`${file}: the pod passes Pod Security Standards "restricted" and asks for tcp_migrate_req=1`, () => {
+      const pod = kubernetesPod(file);
+      assert.equal(pod.securityContext.runAsNonRoot, true);
+      assert.ok(pod.securityContext.runAsUser > 0);
+      assert.equal(pod.securityContext.seccompProfile.type, "RuntimeDefault");
+      assert.deepEqual(pod.securityContext.sysctls, [{ name: "net.ipv4.tcp_migrate_req", value: "1" }]);
+      assert.match(read("deploy/kubernetes.yaml"), /--allowed-unsafe-sysctls=net\.ipv4\.tcp_migrate_req/);
+      assert.ok(!pod.hostNetwork && !pod.hostPID && !pod.hostIPC);
+      for (const container of [...pod.containers, ...(pod.initContainers ?? [])]) {
+        const context = container.securityContext;
+        assert.equal(context.allowPrivilegeEscalation, false);
+        assert.equal(context.readOnlyRootFilesystem, true);
+        assert.deepEqual(context.capabilities, { drop: ["ALL"] });
+        assert.notEqual(context.privileged, true);
+        assert.notEqual(context.runAsUser, 0);
+        // The one writable place, where the launcher puts its pid file and control socket.
+        const tmp = container.volumeMounts.find((m: { mountPath: string }) => m.mountPath === "/tmp");
+        const volume = pod.volumes.find((v: { name: string }) => v.name === tmp.name);
+        assert.ok(volume.emptyDir, "an emptyDir");
+      }
+      // Only the volume types "restricted" allows.
+      for (const volume of pod.volumes) {
+        const [kind] = Object.keys(volume).filter((k) => k !== "name");
+        assert.ok(["emptyDir", "configMap", "secret", "projected", "persistentVolumeClaim"].includes(kind));
+      }
+    });
 });
 
 describe("systemd", () => {
