@@ -420,7 +420,11 @@ export async function launch(
         await serveDashboard(dashboard, config.host, config.dashboardPort);
       }
     } catch (error) {
-      await cannotServe(`the dashboard on ${where}`, error);
+      // With --metrics-port alone the page is a bonus: where its files cannot be read (the
+      // package imported from a URL, as from JSR), /metrics serves without it.
+      if (config.dashboardPort !== undefined) await cannotServe(`the dashboard on ${where}`, error);
+      else log.warn(`no dashboard page on ${where}: ${(error as Error).message}; /metrics serves without it`);
+      dashboard = undefined;
     }
   }
   if (config.metricsPort !== undefined) {

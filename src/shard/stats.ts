@@ -1,9 +1,10 @@
 /**
  * A shard's own numbers, sent to the launcher when it asks (for `status`, `top`, the dashboard
  * and `/metrics`): requests served, memory, a latency histogram, and with --metrics-port (only
- * then is prom-client loaded) a registry with the request counter and latency histogram. Every
- * series exists twice, `shard="<index>"` and `shard="all"`, so the launcher's sum over shards
- * also yields the totals.
+ * then is prom-client loaded) a registry with the request counter and latency histogram, labelled
+ * `shard="<index>"`. No pre-summed `shard="all"`: a sum over shards falls whenever one is
+ * restarted or replaced, which Prometheus takes for a counter reset and counts the others anew
+ * (README, Metrics); PromQL's sum() over the shards' rates is right.
  * @module
  */
 
@@ -130,13 +131,13 @@ async function prometheus(shard: string) {
   const registry = new Registry();
   const counter = new Counter({
     name: "shardport_requests_total",
-    help: "Requests answered, per shard and in all (shard=all).",
+    help: "Requests answered, per shard.",
     labelNames: ["shard", "status"],
     registers: [registry],
   });
   const latency = new Histogram({
     name: "shardport_request_duration_seconds",
-    help: "Time from the request to the response headers, per shard and in all (shard=all).",
+    help: "Time from the request to the response headers, per shard.",
     labelNames: ["shard"],
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
@@ -146,9 +147,7 @@ async function prometheus(shard: string) {
     observe(status: number, seconds: number) {
       const code = String(status);
       counter.inc({ shard, status: code });
-      counter.inc({ shard: "all", status: code });
       latency.observe({ shard }, seconds);
-      latency.observe({ shard: "all" }, seconds);
     },
   };
 }
