@@ -121,7 +121,11 @@ export function takeoverSuite(rt: RuntimeUnderTest): void {
       await untouched(first, shards);
     });
 
-    test(`from ${old.name}: a stop during the canary, with a new shard draining past its end, leaves the old launcher serving; 0 lost`, async () => {
+    // What it checks is the launcher's, the same for every runtime: run once (CI's time).
+    const once = rt.runtime === "node" ? false : "the same code as on node (run there)";
+    test(`from ${old.name}: a stop during the canary, with a new shard draining past its end, leaves the old launcher serving; 0 lost`, {
+      skip: once,
+    }, async () => {
       const { port, first, shards, traffic } = await oldUnderLoad();
       const args = [
         "--shards",
