@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { formatTop, type TopAnswer } from "../src/launcher/top.ts";
 import {
   childrenOf,
   ENV,
@@ -141,5 +142,33 @@ describe("top", () => {
 
     process.kill(app.launcherPid, "SIGTERM");
     assert.equal(await app.exited, 0);
+  });
+});
+
+describe("top's text", () => {
+  test("an event's control characters (an app's error may hold escape sequences) reach the terminal as spaces", () => {
+    const answer = {
+      url: "http://127.0.0.1:8080",
+      runtime: "node 24",
+      mode: "process",
+      launcherPid: 1,
+      reloads: 0,
+      time: 0,
+      windowMs: 10_000,
+      since: 0,
+      shards: [],
+      totals: { rps: null, p50Ms: null, p99Ms: null, rssBytes: 0 },
+      events: [
+        { time: 0, kind: "crash", message: "shard 0 exited: \u001b[2J\u001b]0;owned\u0007boom\nat app.ts:1" },
+      ],
+    } as unknown as TopAnswer;
+    const lines = formatTop(answer);
+    const event = lines.find((line) => line.includes("boom")) ?? "";
+    assert.doesNotMatch(
+      lines.join("\n"),
+      /\p{Cc}(?<!\n)/u,
+      "no control character but the line breaks between lines",
+    );
+    assert.match(event, /shard 0 exited: {2}\[2J \]0;owned boom at app\.ts:1$/);
   });
 });

@@ -24,6 +24,12 @@ export interface TopAnswer extends MonitorView {
 
 const REFRESH_MS = 1000;
 
+/**
+ * Text from elsewhere (an event's message may carry an app's error) as one line the terminal
+ * shows and does not obey: control characters (escape sequences, line breaks) become spaces.
+ */
+const printable = (text: string) => text.replace(/\p{Cc}/gu, " ");
+
 const mb = (bytes: number | null) => (bytes === null ? "-" : `${(bytes / 2 ** 20).toFixed(1)} MB`);
 const ms = (value: number | null) =>
   value === null ? "-" : value < 10 ? value.toFixed(2) : value.toFixed(1);
@@ -87,7 +93,7 @@ export function formatTop(answer: TopAnswer, height = Number.POSITIVE_INFINITY):
   const room = Math.max(0, height - lines.length);
   const events = answer.events
     .slice(-Math.min(room, 10))
-    .map((e) => `  ${clock(e.time)}  ${e.kind.padEnd(7)}  ${e.message}`);
+    .map((e) => `  ${clock(e.time)}  ${e.kind.padEnd(7)}  ${printable(e.message)}`);
   if (room > 0 && events.length === 0) events.push("  (none)");
   return [...lines, ...events].slice(0, height);
 }
