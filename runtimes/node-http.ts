@@ -4,7 +4,6 @@
  * accepted connection deliver and finish its request, which is what makes drains lossless.
  * @module
  */
-import { readFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { createSecureServer } from "node:http2";
 import type { Socket } from "node:net";
@@ -63,17 +62,9 @@ const tlsSockets = new WeakMap<Server, Set<Socket>>();
 /**
  * HTTPS: node:http2's secure server with HTTP/1.1 allowed, so ALPN offers h2 and http/1.1. Its
  * close() sends GOAWAY to HTTP/2 sessions and closes idle HTTP/1.1 connections (Node 24).
- * The files are read now: a shard started after they changed serves the new certificate.
+ * `cert` and `key` are the PEM the launcher checked for this shard's generation.
  */
-function secureServer(fetch: ListenOptions["fetch"], tls: ListenTls): Server {
-  let cert: Buffer;
-  let key: Buffer;
-  try {
-    [cert, key] = [readFileSync(tls.cert), readFileSync(tls.key)];
-  } catch (error) {
-    const { message, code } = error as NodeJS.ErrnoException;
-    throw new ListenError(message, code ?? "EUNKNOWN");
-  }
+function secureServer(fetch: ListenOptions["fetch"], { cert, key, ...tls }: ListenTls): Server {
   const ticketKeys = tls.ticketKeys === undefined ? undefined : Buffer.from(tls.ticketKeys, "base64");
   const server = createAdaptorServer({
     fetch,

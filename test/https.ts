@@ -430,6 +430,104 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
+    test("one pair per generation: files changed without a reload reach no shard (crash restart, scale-up, threads); a reload brings them to every new shard", async () => {
+      const dir = mkdtempSync(join(certs.dir, `generation-${rt.name}-`));
+      const [cert, key] = [join(dir, "served.pem"), join(dir, "served.key")];
+      copyFileSync(certs.chain, cert);
+      copyFileSync(certs.leafKey, key);
+      const [old, next] = [fingerprintOf(certs.chain), fingerprintOf(certs.other)];
+      /** Fingerprints of `n` fresh TLS connections (each a new handshake), counted. */
+      const served = async (n: number, url = app.url) => {
+        const seen = new Map<string, number>();
+        for (let i = 0; i < n; i++) {
+          const { fingerprint = "?" } = await get(url);
+          seen.set(fingerprint, (seen.get(fingerprint) ?? 0) + 1);
+        }
+        return Object.fromEntries(seen);
+      };
+      const restarts = () => (app.output().match(/shard \d+ restarted as/g) ?? []).length;
+      const port = freshPort();
+      const app = await start(rt, [
+        "--shards",
+        "2",
+        "--port",
+        String(port),
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+      ]);
+      assert.deepEqual(await served(10), { [old]: 10 });
+
+      // A new matching pair on disk, no reload: a crash restart still serves the old one.
+      replaceBy(key, (path) => copyFileSync(certs.otherKey, path));
+      replaceBy(cert, (path) => copyFileSync(certs.other, path));
+      assert.deepEqual(await served(10), { [old]: 10 }, "before the restart");
+      process.kill(childrenOf(app.launcherPid)[0], "SIGKILL");
+      assert.ok(await eventually(() => restarts() === 1, 20_000), `restarted\n${app.output()}`);
+      assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
+      assert.deepEqual(await served(30), { [old]: 30 }, `after the restart\n${app.output()}`);
+
+      // Half a deploy (the certificate moved over, not yet the key): the restart serves the old pair.
+      replaceBy(key, (path) => copyFileSync(certs.leafKey, path));
+      process.kill(childrenOf(app.launcherPid)[1], "SIGKILL");
+      assert.ok(await eventually(() => restarts() === 2, 20_000), `restarted\n${app.output()}`);
+      assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
+      // A scale-up too.
+      process.kill(app.launcherPid, "SIGTTIN");
+      await app.waitFor(/scale done: 2 -> 3 shards/);
+      assert.deepEqual(
+        await served(30),
+        { [old]: 30 },
+        `after the restart and the scale-up\n${app.output()}`,
+      );
+      // A reload with the mismatched pair is refused; with the new pair whole, every shard serves it.
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload refused: TLS key .*served\.key does not match the certificate/);
+      assert.deepEqual(await served(10), { [old]: 10 }, "after the refused reload");
+      replaceBy(key, (path) => copyFileSync(certs.otherKey, path));
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload done: 3 shards replaced in \d+ ms \(generation 1\)/);
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 3, 10_000), "old shards gone");
+      assert.deepEqual(await served(20), { [next]: 20 }, "after the reload");
+      // Now the old pair is back on disk, no reload: a restart serves the generation's (new) pair.
+      replaceBy(key, (path) => copyFileSync(certs.leafKey, path));
+      replaceBy(cert, (path) => copyFileSync(certs.chain, path));
+      process.kill(childrenOf(app.launcherPid)[2], "SIGKILL");
+      assert.ok(await eventually(() => restarts() === 3, 20_000), `restarted\n${app.output()}`);
+      assert.equal((await shardPids(app.url, 3)).size, 3, "every shard serves");
+      assert.deepEqual(await served(30), { [next]: 30 }, `after the last restart\n${app.output()}`);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+
+      // Threads mode: no shard can be killed alone, but a scale-up starts one.
+      copyFileSync(certs.chain, cert);
+      copyFileSync(certs.leafKey, key);
+      const threads = await start(rt, [
+        "--shards",
+        "1",
+        "--mode",
+        "threads",
+        "--port",
+        String(freshPort()),
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+      ]);
+      replaceBy(key, (path) => copyFileSync(certs.otherKey, path));
+      replaceBy(cert, (path) => copyFileSync(certs.other, path));
+      process.kill(threads.launcherPid, "SIGTTIN");
+      await threads.waitFor(/scale done: 1 -> 2 shards/);
+      assert.deepEqual(
+        await served(30, threads.url),
+        { [old]: 30 },
+        `threads, after the scale-up\n${threads.output()}`,
+      );
+      process.kill(threads.launcherPid, "SIGTERM");
+      assert.equal(await threads.exited, 0);
+    });
+
     test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it, a link to a link swapped) reloads the shards; every new TLS connection then gets it", async (t) => {
       // The key stays; each renewal is a certificate with a new serial. First, laid out as the
       // kubelet mounts a Secret: tls.crt -> ..data/tls.crt, ..data -> ..v0, updated by swapping ..data.
@@ -719,7 +817,7 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
 
     if (rt.runtime === "deno") {
       for (const extra of [[], ["--http", "node"], ["--mode", "threads"]]) {
-        test(`deno ${extra.join(" ") || "native"}: h2 over TLS; a shard reads the two files, not their folder`, async () => {
+        test(`deno ${extra.join(" ") || "native"}: h2 over TLS; a shard may read neither TLS file (the launcher hands it the PEM), nor their folder`, async () => {
           const app = await start(
             rt,
             [
@@ -736,8 +834,8 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           const h2 = await h2get(app.url, "/");
           assert.equal(h2.alpn, "h2");
           assert.deepEqual(JSON.parse(h2.body), {
-            [certs.chain]: "allowed",
-            [certs.leafKey]: "allowed",
+            [certs.chain]: "NotCapable",
+            [certs.leafKey]: "NotCapable",
             [certs.sibling]: "NotCapable",
           });
           process.kill(app.launcherPid, "SIGTERM");
