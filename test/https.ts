@@ -182,6 +182,39 @@ function replaceBy(path: string, make: (next: string) => void): void {
   renameSync(next, path);
 }
 
+/** Replaces `target` with a copy of `source` the way a deploy should: written beside it, moved over it. */
+export const replaceFile = (source: string, target: string) =>
+  replaceBy(target, (next) => copyFileSync(source, next));
+
+/**
+ * Starts `rt` with `shards` on a fresh port (and `args`), serving copies of the test pair
+ * (served.pem and served.key, in a fresh folder), which the test may replace.
+ */
+export async function startOnCopies(
+  rt: RuntimeUnderTest,
+  certs: TestCerts,
+  shards: number,
+  args: string[] = [],
+) {
+  const dir = mkdtempSync(join(certs.dir, `served-${rt.name}-`));
+  const [cert, key] = [join(dir, "served.pem"), join(dir, "served.key")];
+  copyFileSync(certs.chain, cert);
+  copyFileSync(certs.leafKey, key);
+  const tls = ["--tls-cert", cert, "--tls-key", key];
+  const app = await start(rt, ["--shards", String(shards), "--port", String(freshPort()), ...args, ...tls]);
+  return { app, cert, key };
+}
+
+/** The certificates `n` fresh TLS connections got (each a handshake of its own), counted by fingerprint. */
+async function fingerprints(url: string, n: number): Promise<Record<string, number>> {
+  const seen: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const { fingerprint = "?" } = await get(url);
+    seen[fingerprint] = (seen[fingerprint] ?? 0) + 1;
+  }
+  return seen;
+}
+
 /** SHA-256 fingerprint of a PEM certificate file, as Node prints it (`AB:CD:…`). */
 export const fingerprintOf = (path: string) => new X509Certificate(readFileSync(path)).fingerprint256;
 
@@ -430,102 +463,73 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    test("one pair per generation: files changed without a reload reach no shard (crash restart, scale-up, threads); a reload brings them to every new shard", async () => {
-      const dir = mkdtempSync(join(certs.dir, `generation-${rt.name}-`));
-      const [cert, key] = [join(dir, "served.pem"), join(dir, "served.key")];
-      copyFileSync(certs.chain, cert);
-      copyFileSync(certs.leafKey, key);
+    test("a pair changed on disk without a reload reaches no shard: crash restarts and scale-ups (processes, threads) serve their generation's pair; a reload brings the new one", async () => {
       const [old, next] = [fingerprintOf(certs.chain), fingerprintOf(certs.other)];
-      /** Fingerprints of `n` fresh TLS connections (each a new handshake), counted. */
-      const served = async (n: number, url = app.url) => {
-        const seen = new Map<string, number>();
-        for (let i = 0; i < n; i++) {
-          const { fingerprint = "?" } = await get(url);
-          seen.set(fingerprint, (seen.get(fingerprint) ?? 0) + 1);
-        }
-        return Object.fromEntries(seen);
-      };
+      const { app, cert, key } = await startOnCopies(rt, certs, 2);
       const restarts = () => (app.output().match(/shard \d+ restarted as/g) ?? []).length;
-      const port = freshPort();
-      const app = await start(rt, [
-        "--shards",
-        "2",
-        "--port",
-        String(port),
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-      ]);
-      assert.deepEqual(await served(10), { [old]: 10 });
-
+      assert.deepEqual(await fingerprints(app.url, 10), { [old]: 10 });
       // A new matching pair on disk, no reload: a crash restart still serves the old one.
-      replaceBy(key, (path) => copyFileSync(certs.otherKey, path));
-      replaceBy(cert, (path) => copyFileSync(certs.other, path));
-      assert.deepEqual(await served(10), { [old]: 10 }, "before the restart");
+      replaceFile(certs.otherKey, key);
+      replaceFile(certs.other, cert);
+      assert.deepEqual(await fingerprints(app.url, 10), { [old]: 10 }, "before the restart");
       process.kill(childrenOf(app.launcherPid)[0], "SIGKILL");
       assert.ok(await eventually(() => restarts() === 1, 20_000), `restarted\n${app.output()}`);
       assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
-      assert.deepEqual(await served(30), { [old]: 30 }, `after the restart\n${app.output()}`);
-
-      // Half a deploy (the certificate moved over, not yet the key): the restart serves the old pair.
-      replaceBy(key, (path) => copyFileSync(certs.leafKey, path));
-      process.kill(childrenOf(app.launcherPid)[1], "SIGKILL");
-      assert.ok(await eventually(() => restarts() === 2, 20_000), `restarted\n${app.output()}`);
-      assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
-      // A scale-up too.
+      assert.deepEqual(await fingerprints(app.url, 30), { [old]: 30 }, `after the restart\n${app.output()}`);
       process.kill(app.launcherPid, "SIGTTIN");
       await app.waitFor(/scale done: 2 -> 3 shards/);
-      assert.deepEqual(
-        await served(30),
-        { [old]: 30 },
-        `after the restart and the scale-up\n${app.output()}`,
-      );
-      // A reload with the mismatched pair is refused; with the new pair whole, every shard serves it.
-      process.kill(app.launcherPid, "SIGHUP");
-      await app.waitFor(/reload refused: TLS key .*served\.key does not match the certificate/);
-      assert.deepEqual(await served(10), { [old]: 10 }, "after the refused reload");
-      replaceBy(key, (path) => copyFileSync(certs.otherKey, path));
+      assert.deepEqual(await fingerprints(app.url, 30), { [old]: 30 }, `after the scale-up\n${app.output()}`);
+      // The reload serves the new pair; the old one back on disk then reaches no restarted shard.
       process.kill(app.launcherPid, "SIGHUP");
       await app.waitFor(/reload done: 3 shards replaced in \d+ ms \(generation 1\)/);
       assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 3, 10_000), "old shards gone");
-      assert.deepEqual(await served(20), { [next]: 20 }, "after the reload");
-      // Now the old pair is back on disk, no reload: a restart serves the generation's (new) pair.
-      replaceBy(key, (path) => copyFileSync(certs.leafKey, path));
-      replaceBy(cert, (path) => copyFileSync(certs.chain, path));
+      assert.deepEqual(await fingerprints(app.url, 20), { [next]: 20 }, "after the reload");
+      replaceFile(certs.leafKey, key);
+      replaceFile(certs.chain, cert);
       process.kill(childrenOf(app.launcherPid)[2], "SIGKILL");
-      assert.ok(await eventually(() => restarts() === 3, 20_000), `restarted\n${app.output()}`);
+      assert.ok(await eventually(() => restarts() === 2, 20_000), `restarted\n${app.output()}`);
       assert.equal((await shardPids(app.url, 3)).size, 3, "every shard serves");
-      assert.deepEqual(await served(30), { [next]: 30 }, `after the last restart\n${app.output()}`);
+      assert.deepEqual(await fingerprints(app.url, 30), { [next]: 30 }, `after a restart\n${app.output()}`);
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
 
       // Threads mode: no shard can be killed alone, but a scale-up starts one.
-      copyFileSync(certs.chain, cert);
-      copyFileSync(certs.leafKey, key);
-      const threads = await start(rt, [
-        "--shards",
-        "1",
-        "--mode",
-        "threads",
-        "--port",
-        String(freshPort()),
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-      ]);
-      replaceBy(key, (path) => copyFileSync(certs.otherKey, path));
-      replaceBy(cert, (path) => copyFileSync(certs.other, path));
-      process.kill(threads.launcherPid, "SIGTTIN");
-      await threads.waitFor(/scale done: 1 -> 2 shards/);
+      const threads = await startOnCopies(rt, certs, 1, ["--mode", "threads"]);
+      replaceFile(certs.otherKey, threads.key);
+      replaceFile(certs.other, threads.cert);
+      process.kill(threads.app.launcherPid, "SIGTTIN");
+      await threads.app.waitFor(/scale done: 1 -> 2 shards/);
       assert.deepEqual(
-        await served(30, threads.url),
+        await fingerprints(threads.app.url, 30),
         { [old]: 30 },
-        `threads, after the scale-up\n${threads.output()}`,
+        `threads, after the scale-up\n${threads.app.output()}`,
       );
-      process.kill(threads.launcherPid, "SIGTERM");
-      assert.equal(await threads.exited, 0);
+      process.kill(threads.app.launcherPid, "SIGTERM");
+      assert.equal(await threads.app.exited, 0);
+    });
+
+    test("half a deploy (the certificate replaced, not yet its key): a crashed shard restarts and serves the old pair, no slot is lost; the reload is refused until the key follows", async () => {
+      const [old, next] = [fingerprintOf(certs.chain), fingerprintOf(certs.other)];
+      const { app, cert, key } = await startOnCopies(rt, certs, 2);
+      replaceFile(certs.other, cert);
+      process.kill(childrenOf(app.launcherPid)[0], "SIGKILL");
+      assert.ok(
+        await eventually(() => /shard \d+ restarted as/.test(app.output()), 20_000),
+        `restarted\n${app.output()}`,
+      );
+      assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
+      assert.deepEqual(await fingerprints(app.url, 30), { [old]: 30 }, `after the restart\n${app.output()}`);
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload refused: TLS key .*served\.key does not match the certificate/);
+      assert.deepEqual(await fingerprints(app.url, 10), { [old]: 10 }, "after the refused reload");
+      replaceFile(certs.otherKey, key);
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload done: 2 shards replaced in \d+ ms \(generation 1\)/);
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 2, 10_000), "old shards gone");
+      assert.deepEqual(await fingerprints(app.url, 20), { [next]: 20 }, "after the reload");
+      assert.doesNotMatch(app.output(), /mismatch|failed to start|giving up/i);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
     });
 
     test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it, a link to a link swapped) reloads the shards; every new TLS connection then gets it", async (t) => {
