@@ -30,10 +30,12 @@ import {
   eventually,
   freshPort,
   get,
+  isAlive,
   killLeftovers,
   load,
   portIsFree,
   ROOT,
+  RUNTIMES,
   type RuntimeUnderTest,
   run,
   shardPids,
@@ -267,6 +269,72 @@ async function h2get(url: string, path: string): Promise<{ status: number; body:
   } finally {
     session.close();
   }
+}
+
+/**
+ * One HTTP/2 client that keeps its session, as browsers and gRPC clients do: `concurrency`
+ * requests at a time on it, a new session only once the server sent GOAWAY or closed it. Counts
+ * streams the server refused (RST_STREAM REFUSED_STREAM, which RFC 9113 8.7 lets a client retry)
+ * apart from other failures. Stops by itself after `maxMs`.
+ */
+function h2Client(url: string, { concurrency = 2, maxMs = 60_000 } = {}) {
+  const stats = { ok: 0, refused: 0, failed: 0, sessions: 0, errors: [] as string[] };
+  let session: http2.ClientHttp2Session;
+  const connect = () => {
+    const next = http2.connect(url, { rejectUnauthorized: false });
+    stats.sessions++;
+    next.on("error", () => {});
+    const replace = () => {
+      if (session === next && !stopped) session = connect();
+    };
+    next.on("goaway", replace);
+    next.on("close", replace);
+    return next;
+  };
+  let stopped = false;
+  session = connect();
+  const deadline = Date.now() + maxMs;
+  const request = (on: http2.ClientHttp2Session) =>
+    new Promise<void>((resolve, reject) => {
+      const stream = on.request({ ":path": "/" });
+      let status = 0;
+      stream.on("response", (headers) => {
+        status = Number(headers[":status"]);
+      });
+      stream.resume();
+      stream.on("error", () => {});
+      stream.on("close", () => {
+        if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) reject(new Error("refused"));
+        else if (status === 200) resolve();
+        else reject(new Error(`status ${status}, RST_STREAM ${stream.rstCode}`));
+      });
+      stream.end();
+    });
+  const worker = async () => {
+    while (!stopped && Date.now() < deadline) {
+      try {
+        await request(session);
+        stats.ok++;
+      } catch (error) {
+        const message = (error as Error).message;
+        if (message === "refused") stats.refused++;
+        else {
+          stats.failed++;
+          if (stats.errors.length < 5) stats.errors.push(message);
+        }
+      }
+    }
+  };
+  const workers = Promise.all(Array.from({ length: concurrency }, worker));
+  return {
+    stats,
+    stop: async () => {
+      stopped = true;
+      await workers;
+      session.close();
+      return stats;
+    },
+  };
 }
 
 /** One HTTP/1.1 request on a new TLS connection offering `session`; which shard, and was it resumed. */
@@ -640,6 +708,56 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
     });
+
+    if (rt.runtime === "node" && !rt.fallback) {
+      for (const node of [rt, RUNTIMES.node20]) {
+        test(`${node.name}: an HTTP/2 client that keeps its session does not hold a reload to --drain-timeout: each old shard closes its sessions (GOAWAY); no request fails but a few refused streams (to retry)`, async (t) => {
+          const app = await start(node, [
+            "--shards",
+            "2",
+            "--port",
+            String(freshPort()),
+            "--drain-timeout",
+            "15000",
+            ...tlsArgs(),
+          ]);
+          const client = h2Client(app.url);
+          try {
+            assert.ok(await eventually(() => client.stats.ok >= 100, 10_000), "the session serves");
+            const old = childrenOf(app.launcherPid);
+            const started = Date.now();
+            process.kill(app.launcherPid, "SIGHUP");
+            await app.waitFor(/reload done: 2 shards replaced/, 30_000);
+            // The old shards exit once their connections are gone: the client's session too.
+            assert.ok(await eventually(() => !old.some(isAlive), 30_000), "the old shards exit");
+            const drained = Date.now() - started;
+            const mark = client.stats.ok;
+            assert.ok(
+              await eventually(() => client.stats.ok >= mark + 100, 10_000),
+              "served after the reload",
+            );
+            const stats = await client.stop();
+            t.diagnostic(
+              `${node.name}: reload of 2 shards with one h2 client: old shards gone ${drained} ms after SIGHUP; ${stats.ok} ok, ${stats.refused} refused, ${stats.failed} failed, ${stats.sessions} sessions`,
+            );
+            assert.ok(
+              drained < 5000,
+              `old shards gone after ${drained} ms, --drain-timeout is 15000\n${app.output()}`,
+            );
+            assert.doesNotMatch(app.output(), /drain timeout/);
+            assert.ok(stats.sessions >= 2, "the client was told to reconnect");
+            assert.equal(stats.failed, 0, stats.errors.join("\n"));
+            // Streams on their way as the GOAWAY left are refused, unprocessed (RFC 9113 8.7): a
+            // client retries them. A handful per reload at most.
+            assert.ok(stats.refused <= 10, `${stats.refused} streams refused`);
+          } finally {
+            await client.stop();
+          }
+          process.kill(app.launcherPid, "SIGTERM");
+          assert.equal(await app.exited, 0);
+        });
+      }
+    }
 
     test("session resumption across shards (Node: shared ticket keys; Bun, Deno: per process)", async (t) => {
       const port = freshPort();
