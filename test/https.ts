@@ -709,8 +709,15 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    // Node 20 too: before 24, Node's server.close() sent HTTP/2 sessions no GOAWAY.
-    for (const node of rt.runtime === "node" ? [rt, RUNTIMES.node20] : [rt]) {
+    // Node 20 too: before 24, Node's server.close() sent HTTP/2 sessions no GOAWAY. Deno on
+    // node:http's server (its Node layer) as well.
+    const denoOnNode: RuntimeUnderTest = {
+      ...rt,
+      name: `${rt.name} --http node`,
+      command: (args) => rt.command([...args, "--http", "node"]),
+    };
+    const servers = { node: [rt, RUNTIMES.node20], deno: [rt, denoOnNode], bun: [rt] }[rt.runtime];
+    for (const node of servers) {
       test(`${node.name}: an HTTP/2 client that keeps its session does not hold a reload to --drain-timeout: each old shard closes its sessions (GOAWAY); no request fails but a few refused streams (to retry)`, async (t) => {
         const app = await start(node, [
           "--shards",
