@@ -65,8 +65,8 @@ export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions):
  * came with 24): a client that kept its session held the old shard until --drain-timeout cut it.
  * A stream the client sent before it read the GOAWAY is refused (REFUSED_STREAM, never processed:
  * RFC 9113 8.7 lets the client retry it), as with Node 24's own close(). RFC 9113 6.8's gentler
- * way (a first GOAWAY admitting every stream, the final one a PING later) does not work here:
- * after any GOAWAY, nghttp2 stops reading a session with no open stream, PING answers included.
+ * way (a first GOAWAY admitting every stream, the final one a PING later) failed in a trial: the
+ * PING's answer never came, as nghttp2 stops reading a session with no open stream after a GOAWAY.
  * Per session, not per request.
  */
 function h2Sessions(server: Server) {
