@@ -33,11 +33,8 @@ export const bun: Runtime = {
     let server: Bun.Server<undefined>;
     let own: OwnListener | undefined;
     try {
-      // HTTPS: the files are read now (a reload's new shards read them anew); h2 and http/1.1 by ALPN.
-      const secure = tls && {
-        tls: { cert: await Bun.file(tls.cert).text(), key: await Bun.file(tls.key).text() },
-        http2: true,
-      };
+      // HTTPS: the PEM the launcher checked for this generation; h2 and http/1.1 by ALPN.
+      const secure = tls && { tls: { cert: tls.cert, key: tls.key }, http2: true };
       ({ value: server, own } = await listenFindingSocket(port, () =>
         Bun.serve({ port, hostname: host, reusePort: true, fetch, ...secure }),
       ));

@@ -28,9 +28,9 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
     listening = resolve;
   });
   try {
-    // HTTPS: the files are read now (a reload's new shards read them anew). Deno offers h2 and
-    // http/1.1 by ALPN by itself when given cert and key.
-    const secure = tls && { cert: Deno.readTextFileSync(tls.cert), key: Deno.readTextFileSync(tls.key) };
+    // HTTPS: the PEM the launcher checked for this generation. Deno offers h2 and http/1.1 by
+    // ALPN by itself when given cert and key.
+    const secure = tls && { cert: tls.cert, key: tls.key };
     server = Deno.serve(
       { port, hostname: host, reusePort: true, onListen: () => listening(), ...secure },
       fetch as Deno.ServeHandler,

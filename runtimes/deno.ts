@@ -51,23 +51,12 @@ const address = ({ host, port }: ShardAccess) => `${host.includes(":") ? `[${hos
 
 /**
  * What a shard may do, process or thread: listen on host:port, read the project and the app's
- * folder, read the TLS certificate and key files (not their folders; also where a symlink
- * points, as in a Kubernetes Secret volume), read the environment, read the host name (pino
- * does at load).
+ * folder, read the environment, read the host name (pino does at load). Not the TLS files: the
+ * launcher hands a shard the PEM it checked (src/launcher/tls.ts).
  */
 function shardPermissions(access: ShardAccess) {
-  const tlsFiles = access.tls ? [access.tls.cert, access.tls.key] : [];
-  const folders = root ? [root, dirname(access.app)] : [dirname(access.app)];
-  const read = [...folders, ...new Set([...tlsFiles, ...tlsFiles.map(realPath)])];
+  const read = root ? [root, dirname(access.app)] : [dirname(access.app)];
   return { net: [address(access)], read, env: true, sys: ["hostname"] };
-}
-
-function realPath(path: string): string {
-  try {
-    return Deno.realPathSync(path);
-  } catch {
-    return path;
-  }
 }
 
 /**

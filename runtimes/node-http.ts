@@ -4,9 +4,8 @@
  * accepted connection deliver and finish its request, which is what makes drains lossless.
  * @module
  */
-import { readFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import { createSecureServer } from "node:http2";
+import { createSecureServer, type Http2Session } from "node:http2";
 import type { Socket } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import { ListenError, type Listener, type ListenOptions, type ListenTls } from "../src/types.ts";
@@ -16,7 +15,7 @@ export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions):
   // Each HTTP/1.1 connection's latest response: once draining, a response not finished yet must
   // close its connection after it is sent, or a keep-alive client holds the shard until Node's
   // keep-alive timeout (5 s). Per request this costs one Map.set; the listener is per connection.
-  // (HTTP/2 sessions get GOAWAY from close() instead, and forbid a Connection header.)
+  // (HTTP/2 sessions get GOAWAY instead, and forbid a Connection header: see h2Sessions.)
   const latest = new Map<Socket, ServerResponse>();
   let draining = false;
   const closeAfter = (res: ServerResponse) => {
@@ -24,6 +23,7 @@ export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions):
     // Headers already out with keep-alive: end the connection once this response is written.
     else if (!res.writableFinished) res.once("finish", () => res.socket?.end());
   };
+  const sessions = tls ? h2Sessions(server) : undefined;
   let connections = 0;
   server.on(tls ? "secureConnection" : "connection", (socket: Socket) => {
     connections++;
@@ -50,6 +50,7 @@ export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions):
         draining = true;
         for (const res of latest.values()) closeAfter(res);
         latest.clear();
+        sessions?.drain();
         server.close(() => resolve());
         server.closeIdleConnections();
       }),
@@ -58,22 +59,40 @@ export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions):
   };
 }
 
+/**
+ * The HTTP/2 sessions of a secure server, each closed at a drain: a GOAWAY, then the session ends
+ * once its open streams are done. Node 22.12 to 23 sends none at server.close() (nodejs/node#57586
+ * came with 24): a client that kept its session held the old shard until --drain-timeout cut it.
+ * A stream the client sent before it read the GOAWAY is refused (REFUSED_STREAM, never processed:
+ * RFC 9113 8.7 lets the client retry it), as with Node 24's own close(). RFC 9113 6.8's gentler
+ * way (a first GOAWAY admitting every stream, the final one a PING later) failed in a trial: the
+ * PING's answer never came, as nghttp2 stops reading a session with no open stream after a GOAWAY.
+ * Per session, not per request.
+ */
+function h2Sessions(server: Server) {
+  const sessions = new Set<Http2Session>();
+  let draining = false;
+  server.on("session", (session: Http2Session) => {
+    if (draining) return session.close();
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  return {
+    drain: () => {
+      draining = true;
+      for (const session of sessions) session.close();
+    },
+  };
+}
+
 const tlsSockets = new WeakMap<Server, Set<Socket>>();
 
 /**
  * HTTPS: node:http2's secure server with HTTP/1.1 allowed, so ALPN offers h2 and http/1.1. Its
- * close() sends GOAWAY to HTTP/2 sessions and closes idle HTTP/1.1 connections (Node 24).
- * The files are read now: a shard started after they changed serves the new certificate.
+ * close() closes idle HTTP/1.1 connections; its HTTP/2 sessions are h2Sessions' to close.
+ * `cert` and `key` are the PEM the launcher checked for this shard's generation.
  */
-function secureServer(fetch: ListenOptions["fetch"], tls: ListenTls): Server {
-  let cert: Buffer;
-  let key: Buffer;
-  try {
-    [cert, key] = [readFileSync(tls.cert), readFileSync(tls.key)];
-  } catch (error) {
-    const { message, code } = error as NodeJS.ErrnoException;
-    throw new ListenError(message, code ?? "EUNKNOWN");
-  }
+function secureServer(fetch: ListenOptions["fetch"], { cert, key, ...tls }: ListenTls): Server {
   const ticketKeys = tls.ticketKeys === undefined ? undefined : Buffer.from(tls.ticketKeys, "base64");
   const server = createAdaptorServer({
     fetch,

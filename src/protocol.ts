@@ -29,8 +29,9 @@ export interface ShardSpec {
   /** Log one line per request (--access-log). */
   accessLog: boolean;
   /**
-   * Serve HTTPS (and HTTP/2 by ALPN) with these PEM files, read by the shard when it starts.
-   * Paths only: the session-ticket keys come over the channel (`ticket-keys?`), never in here.
+   * Serve HTTPS (and HTTP/2 by ALPN): the files the launcher read (for the app to know). The
+   * shard reads neither: the PEM it serves and the session-ticket keys come over the channel
+   * (`tls?`), as the launcher checked them for this generation, never in here.
    */
   tls?: { cert: string; key: string };
   /** A thread of the launcher (threads mode), not a process of its own. */
@@ -71,10 +72,13 @@ export type ShardMessage =
   | ShardStats
   | { type: "failed"; stage: "load" | "listen"; code?: string; message: string };
 
-/** Shard → launcher, with TLS, before it listens: the launcher answers with `ticket-keys`. */
-export type TicketKeysRequest = { type: "ticket-keys?" };
+/** Shard → launcher, with TLS, before it listens: the launcher answers with `tls`. */
+export type TlsRequest = { type: "tls?" };
 
-/** Launcher → shard. `keys`: 48 bytes of session-ticket keys, base64. */
+/**
+ * Launcher → shard. `tls`: the certificate chain and key (PEM) of the shard's generation, and
+ * `ticketKeys`, 48 bytes of session-ticket keys, base64.
+ */
 export type LauncherMessage =
   /** `listenerStopped`: the launcher has already stopped the shard's listening socket (Deno). */
   | { type: "drain"; listenerStopped?: boolean }
@@ -83,7 +87,7 @@ export type LauncherMessage =
    * `brief`: only the request count and memory (what recycling checks each second).
    */
   | { type: "stats"; id: number; latency?: boolean; brief?: boolean }
-  | { type: "ticket-keys"; keys: string };
+  | { type: "tls"; cert: string; key: string; ticketKeys: string };
 
 export function isShardMessage(value: unknown): value is ShardMessage {
   const type = (value as { type?: unknown } | null)?.type;

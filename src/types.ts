@@ -37,15 +37,15 @@ export interface ListenOptions {
   http: HttpServer;
   /** Called for every request, straight from the runtime's server: nothing crosses a process. */
   fetch: FetchApp["fetch"];
-  /** HTTPS with HTTP/2 and HTTP/1.1 by ALPN: the PEM files to read now, and the shared ticket keys. */
+  /** HTTPS with HTTP/2 and HTTP/1.1 by ALPN: the PEM the launcher checked, and the shared ticket keys. */
   tls?: ListenTls;
 }
 
 export interface ListenTls {
-  /** Paths of the PEM certificate (chain) and key; the adapter reads them as it listens. */
+  /** The certificate (chain) and key, PEM text, as the launcher read and checked them. */
   cert: string;
   key: string;
-  /** 48 bytes of session-ticket keys, base64, shared by the launcher's shards (used by Node). */
+  /** 48 bytes of session-ticket keys, base64, shared by a generation's shards (used by Node). */
   ticketKeys?: string;
 }
 
@@ -150,6 +150,4 @@ export interface ShardAccess {
   port: number;
   /** The user's app module (absolute path). */
   app: string;
-  /** The certificate and key files a shard reads (--tls-cert, --tls-key). */
-  tls?: { cert: string; key: string };
 }

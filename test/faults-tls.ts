@@ -4,28 +4,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { copyFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { renameSync, rmSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import {
-  assertNoneLost,
-  eventually,
-  freshPort,
-  get,
-  killLeftovers,
-  load,
-  type RuntimeUnderTest,
-  start,
-} from "./helpers.ts";
-import { fingerprintOf, makeCerts, type TestCerts } from "./https.ts";
+import { assertNoneLost, eventually, get, killLeftovers, load, type RuntimeUnderTest } from "./helpers.ts";
+import { fingerprintOf, makeCerts, replaceFile, startOnCopies, type TestCerts } from "./https.ts";
 
 const noNetns = process.env.SHARDPORT_NO_NETNS;
-
-/** Replaces `target` with a copy of `source` the way a deploy should: write beside it, rename over it. */
-function replaceFile(source: string, target: string): void {
-  copyFileSync(source, `${target}.new`);
-  renameSync(`${target}.new`, target);
-}
 
 export function tlsRotationSuite(rt: RuntimeUnderTest): void {
   describe(`certificate rotation on ${rt.name}`, {
@@ -44,22 +28,7 @@ export function tlsRotationSuite(rt: RuntimeUnderTest): void {
     // its zero-loss drain is node:http's.
     const extra: string[] = [];
     test(`new files + SIGHUP under HTTPS load (${extra.join(" ") || "native"}): 0 failed, every new TLS connection after it gets the new certificate; bad files refuse the reload`, async () => {
-      const cert = join(certs.dir, "served.pem");
-      const key = join(certs.dir, "served.key");
-      copyFileSync(certs.chain, cert);
-      copyFileSync(certs.leafKey, key);
-      const port = freshPort();
-      const app = await start(rt, [
-        "--shards",
-        "4",
-        "--port",
-        String(port),
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-        ...extra,
-      ]);
+      const { app, cert, key } = await startOnCopies(rt, certs, 4, extra);
       assert.doesNotMatch(app.output(), /tcp_migrate_req is 0/);
       const [before, next] = [fingerprintOf(certs.chain), fingerprintOf(certs.other)];
       assert.equal((await get(app.url)).fingerprint, before);

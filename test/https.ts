@@ -30,10 +30,12 @@ import {
   eventually,
   freshPort,
   get,
+  isAlive,
   killLeftovers,
   load,
   portIsFree,
   ROOT,
+  RUNTIMES,
   type RuntimeUnderTest,
   run,
   shardPids,
@@ -182,6 +184,39 @@ function replaceBy(path: string, make: (next: string) => void): void {
   renameSync(next, path);
 }
 
+/** Replaces `target` with a copy of `source` the way a deploy should: written beside it, moved over it. */
+export const replaceFile = (source: string, target: string) =>
+  replaceBy(target, (next) => copyFileSync(source, next));
+
+/**
+ * Starts `rt` with `shards` on a fresh port (and `args`), serving copies of the test pair
+ * (served.pem and served.key, in a fresh folder), which the test may replace.
+ */
+export async function startOnCopies(
+  rt: RuntimeUnderTest,
+  certs: TestCerts,
+  shards: number,
+  args: string[] = [],
+) {
+  const dir = mkdtempSync(join(certs.dir, `served-${rt.name}-`));
+  const [cert, key] = [join(dir, "served.pem"), join(dir, "served.key")];
+  copyFileSync(certs.chain, cert);
+  copyFileSync(certs.leafKey, key);
+  const tls = ["--tls-cert", cert, "--tls-key", key];
+  const app = await start(rt, ["--shards", String(shards), "--port", String(freshPort()), ...args, ...tls]);
+  return { app, cert, key };
+}
+
+/** The certificates `n` fresh TLS connections got (each a handshake of its own), counted by fingerprint. */
+async function fingerprints(url: string, n: number): Promise<Record<string, number>> {
+  const seen: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const { fingerprint = "?" } = await get(url);
+    seen[fingerprint] = (seen[fingerprint] ?? 0) + 1;
+  }
+  return seen;
+}
+
 /** SHA-256 fingerprint of a PEM certificate file, as Node prints it (`AB:CD:…`). */
 export const fingerprintOf = (path: string) => new X509Certificate(readFileSync(path)).fingerprint256;
 
@@ -234,6 +269,72 @@ async function h2get(url: string, path: string): Promise<{ status: number; body:
   } finally {
     session.close();
   }
+}
+
+/**
+ * One HTTP/2 client that keeps its session, as browsers and gRPC clients do: `concurrency`
+ * requests at a time on it, a new session only once the server sent GOAWAY or closed it. Counts
+ * streams the server refused (RST_STREAM REFUSED_STREAM, which RFC 9113 8.7 lets a client retry)
+ * apart from other failures. Stops by itself after `maxMs`.
+ */
+function h2Client(url: string, { concurrency = 2, maxMs = 60_000 } = {}) {
+  const stats = { ok: 0, refused: 0, failed: 0, sessions: 0, errors: [] as string[] };
+  let session: http2.ClientHttp2Session;
+  const connect = () => {
+    const next = http2.connect(url, { rejectUnauthorized: false });
+    stats.sessions++;
+    next.on("error", () => {});
+    const replace = () => {
+      if (session === next && !stopped) session = connect();
+    };
+    next.on("goaway", replace);
+    next.on("close", replace);
+    return next;
+  };
+  let stopped = false;
+  session = connect();
+  const deadline = Date.now() + maxMs;
+  const request = (on: http2.ClientHttp2Session) =>
+    new Promise<void>((resolve, reject) => {
+      const stream = on.request({ ":path": "/" });
+      let status = 0;
+      stream.on("response", (headers) => {
+        status = Number(headers[":status"]);
+      });
+      stream.resume();
+      stream.on("error", () => {});
+      stream.on("close", () => {
+        if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) reject(new Error("refused"));
+        else if (status === 200) resolve();
+        else reject(new Error(`status ${status}, RST_STREAM ${stream.rstCode}`));
+      });
+      stream.end();
+    });
+  const worker = async () => {
+    while (!stopped && Date.now() < deadline) {
+      try {
+        await request(session);
+        stats.ok++;
+      } catch (error) {
+        const message = (error as Error).message;
+        if (message === "refused") stats.refused++;
+        else {
+          stats.failed++;
+          if (stats.errors.length < 5) stats.errors.push(message);
+        }
+      }
+    }
+  };
+  const workers = Promise.all(Array.from({ length: concurrency }, worker));
+  return {
+    stats,
+    stop: async () => {
+      stopped = true;
+      await workers;
+      session.close();
+      return stats;
+    },
+  };
 }
 
 /** One HTTP/1.1 request on a new TLS connection offering `session`; which shard, and was it resumed. */
@@ -430,6 +531,75 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
+    test("a pair changed on disk without a reload reaches no shard: crash restarts and scale-ups (processes, threads) serve their generation's pair; a reload brings the new one", async () => {
+      const [old, next] = [fingerprintOf(certs.chain), fingerprintOf(certs.other)];
+      const { app, cert, key } = await startOnCopies(rt, certs, 2);
+      const restarts = () => (app.output().match(/shard \d+ restarted as/g) ?? []).length;
+      assert.deepEqual(await fingerprints(app.url, 10), { [old]: 10 });
+      // A new matching pair on disk, no reload: a crash restart still serves the old one.
+      replaceFile(certs.otherKey, key);
+      replaceFile(certs.other, cert);
+      assert.deepEqual(await fingerprints(app.url, 10), { [old]: 10 }, "before the restart");
+      process.kill(childrenOf(app.launcherPid)[0], "SIGKILL");
+      assert.ok(await eventually(() => restarts() === 1, 20_000), `restarted\n${app.output()}`);
+      assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
+      assert.deepEqual(await fingerprints(app.url, 30), { [old]: 30 }, `after the restart\n${app.output()}`);
+      process.kill(app.launcherPid, "SIGTTIN");
+      await app.waitFor(/scale done: 2 -> 3 shards/);
+      assert.deepEqual(await fingerprints(app.url, 30), { [old]: 30 }, `after the scale-up\n${app.output()}`);
+      // The reload serves the new pair; the old one back on disk then reaches no restarted shard.
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload done: 3 shards replaced in \d+ ms \(generation 1\)/);
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 3, 10_000), "old shards gone");
+      assert.deepEqual(await fingerprints(app.url, 20), { [next]: 20 }, "after the reload");
+      replaceFile(certs.leafKey, key);
+      replaceFile(certs.chain, cert);
+      process.kill(childrenOf(app.launcherPid)[2], "SIGKILL");
+      assert.ok(await eventually(() => restarts() === 2, 20_000), `restarted\n${app.output()}`);
+      assert.equal((await shardPids(app.url, 3)).size, 3, "every shard serves");
+      assert.deepEqual(await fingerprints(app.url, 30), { [next]: 30 }, `after a restart\n${app.output()}`);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+
+      // Threads mode: no shard can be killed alone, but a scale-up starts one.
+      const threads = await startOnCopies(rt, certs, 1, ["--mode", "threads"]);
+      replaceFile(certs.otherKey, threads.key);
+      replaceFile(certs.other, threads.cert);
+      process.kill(threads.app.launcherPid, "SIGTTIN");
+      await threads.app.waitFor(/scale done: 1 -> 2 shards/);
+      assert.deepEqual(
+        await fingerprints(threads.app.url, 30),
+        { [old]: 30 },
+        `threads, after the scale-up\n${threads.app.output()}`,
+      );
+      process.kill(threads.app.launcherPid, "SIGTERM");
+      assert.equal(await threads.app.exited, 0);
+    });
+
+    test("half a deploy (the certificate replaced, not yet its key): a crashed shard restarts and serves the old pair, no slot is lost; the reload is refused until the key follows", async () => {
+      const [old, next] = [fingerprintOf(certs.chain), fingerprintOf(certs.other)];
+      const { app, cert, key } = await startOnCopies(rt, certs, 2);
+      replaceFile(certs.other, cert);
+      process.kill(childrenOf(app.launcherPid)[0], "SIGKILL");
+      assert.ok(
+        await eventually(() => /shard \d+ restarted as/.test(app.output()), 20_000),
+        `restarted\n${app.output()}`,
+      );
+      assert.equal((await shardPids(app.url, 2)).size, 2, "both shards serve");
+      assert.deepEqual(await fingerprints(app.url, 30), { [old]: 30 }, `after the restart\n${app.output()}`);
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload refused: TLS key .*served\.key does not match the certificate/);
+      assert.deepEqual(await fingerprints(app.url, 10), { [old]: 10 }, "after the refused reload");
+      replaceFile(certs.otherKey, key);
+      process.kill(app.launcherPid, "SIGHUP");
+      await app.waitFor(/reload done: 2 shards replaced in \d+ ms \(generation 1\)/);
+      assert.ok(await eventually(() => childrenOf(app.launcherPid).length === 2, 10_000), "old shards gone");
+      assert.deepEqual(await fingerprints(app.url, 20), { [next]: 20 }, "after the reload");
+      assert.doesNotMatch(app.output(), /mismatch|failed to start|giving up/i);
+      process.kill(app.launcherPid, "SIGTERM");
+      assert.equal(await app.exited, 0);
+    });
+
     test("--watch: a renewed certificate (a Kubernetes Secret's swap, certbot's symlink, a file moved over it, a link to a link swapped) reloads the shards; every new TLS connection then gets it", async (t) => {
       // The key stays; each renewal is a certificate with a new serial. First, laid out as the
       // kubelet mounts a Secret: tls.crt -> ..data/tls.crt, ..data -> ..v0, updated by swapping ..data.
@@ -538,6 +708,59 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
     });
+
+    // Node 20 too: before 24, Node's server.close() sent HTTP/2 sessions no GOAWAY. Deno on
+    // node:http's server (its Node layer) as well.
+    const denoOnNode: RuntimeUnderTest = {
+      ...rt,
+      name: `${rt.name} --http node`,
+      command: (args) => rt.command([...args, "--http", "node"]),
+    };
+    const servers = { node: [rt, RUNTIMES.node20], deno: [rt, denoOnNode], bun: [rt] }[rt.runtime];
+    for (const node of servers) {
+      test(`${node.name}: an HTTP/2 client that keeps its session does not hold a reload to --drain-timeout: each old shard closes its sessions (GOAWAY); no request fails but a few refused streams (to retry)`, async (t) => {
+        const app = await start(node, [
+          "--shards",
+          "2",
+          "--port",
+          String(freshPort()),
+          "--drain-timeout",
+          "15000",
+          ...tlsArgs(),
+        ]);
+        const client = h2Client(app.url);
+        try {
+          assert.ok(await eventually(() => client.stats.ok >= 100, 10_000), "the session serves");
+          const old = childrenOf(app.launcherPid);
+          const started = Date.now();
+          process.kill(app.launcherPid, "SIGHUP");
+          await app.waitFor(/reload done: 2 shards replaced/, 30_000);
+          // The old shards exit once their connections are gone: the client's session too.
+          assert.ok(await eventually(() => !old.some(isAlive), 30_000), "the old shards exit");
+          const drained = Date.now() - started;
+          const mark = client.stats.ok;
+          assert.ok(await eventually(() => client.stats.ok >= mark + 100, 10_000), "served after the reload");
+          const stats = await client.stop();
+          t.diagnostic(
+            `${node.name}: reload of 2 shards with one h2 client: old shards gone ${drained} ms after SIGHUP; ${stats.ok} ok, ${stats.refused} refused, ${stats.failed} failed, ${stats.sessions} sessions`,
+          );
+          assert.ok(
+            drained < 5000,
+            `old shards gone after ${drained} ms, --drain-timeout is 15000\n${app.output()}`,
+          );
+          assert.doesNotMatch(app.output(), /drain timeout/);
+          assert.ok(stats.sessions >= 2, "the client was told to reconnect");
+          assert.equal(stats.failed, 0, stats.errors.join("\n"));
+          // Streams on their way as the GOAWAY left are refused, unprocessed (RFC 9113 8.7): a
+          // client retries them. A handful per reload at most.
+          assert.ok(stats.refused <= 10, `${stats.refused} streams refused`);
+        } finally {
+          await client.stop();
+        }
+        process.kill(app.launcherPid, "SIGTERM");
+        assert.equal(await app.exited, 0);
+      });
+    }
 
     test("session resumption across shards (Node: shared ticket keys; Bun, Deno: per process)", async (t) => {
       const port = freshPort();
@@ -726,7 +949,7 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
 
     if (rt.runtime === "deno") {
       for (const extra of [[], ["--http", "node"], ["--mode", "threads"]]) {
-        test(`deno ${extra.join(" ") || "native"}: h2 over TLS; a shard reads the two files, not their folder`, async () => {
+        test(`deno ${extra.join(" ") || "native"}: h2 over TLS; a shard may read neither TLS file (the launcher hands it the PEM), nor their folder`, async () => {
           const app = await start(
             rt,
             [
@@ -743,8 +966,8 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           const h2 = await h2get(app.url, "/");
           assert.equal(h2.alpn, "h2");
           assert.deepEqual(JSON.parse(h2.body), {
-            [certs.chain]: "allowed",
-            [certs.leafKey]: "allowed",
+            [certs.chain]: "NotCapable",
+            [certs.leafKey]: "NotCapable",
             [certs.sibling]: "NotCapable",
           });
           process.kill(app.launcherPid, "SIGTERM");

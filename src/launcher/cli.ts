@@ -200,7 +200,8 @@ export async function launch(
     );
   // The app itself runs only in the shards: a shard that cannot load it refuses the start (exit 2).
   checkAppFile(config.app);
-  const tls = config.tls && (await checkTls(config.tls));
+  // One pair per generation: every shard of it gets the PEM checked here (or by its reload).
+  const tls = config.tls && new (await import("./tls.ts")).TlsGenerations(await checkTls(config.tls));
   if (process.platform !== "linux") {
     log.warn(
       `on ${process.platform}, SO_REUSEPORT does not spread connections across shards: only Linux balances them`,
@@ -222,15 +223,14 @@ export async function launch(
   const supervisor = new Supervisor(runtime, config, (reason) => void fail(EXIT.failed, reason));
   supervisor.early = [...early];
   if (tls) {
-    supervisor.onSpawn = tls.ticketKeys.serve;
-    // New keys with each generation: the shards of one generation share theirs.
-    supervisor.onReloadStart = () => tls.ticketKeys.rotate();
+    supervisor.onSpawn = tls.serve;
+    supervisor.onReloadStart = tls.begin;
   }
   // A reload with TLS first checks the (maybe replaced) files; bad ones leave the shards serving.
   const reload = async (): Promise<ReloadResult> => {
     if (config.tls && tls) {
       try {
-        await checkTls(config.tls);
+        tls.checked(await checkTls(config.tls));
       } catch (error) {
         if (!(error instanceof LaunchError)) throw error;
         const message = `reload refused: ${error.message}; the running shards keep serving`;
@@ -455,16 +455,17 @@ export async function launch(
 /**
  * Reads and checks the certificate and key (src/launcher/tls.ts, loaded only with TLS): a bad
  * file is a LaunchError (exit 2); an expired certificate or a key others can read, a warning.
+ * Returns the PEM read, what the shards will serve.
  */
 async function checkTls(files: NonNullable<Config["tls"]>) {
-  const { checkTlsFiles, TicketKeys, TlsFileError } = await import("./tls.ts");
+  const { checkTlsFiles, TlsFileError } = await import("./tls.ts");
   try {
-    const summary = checkTlsFiles(files);
+    const { summary, pem } = checkTlsFiles(files);
     for (const warning of summary.warnings) log.warn(warning);
     log.info(
       `TLS certificate ${summary.subject}, valid until ${summary.validTo}, sha256 ${summary.fingerprint256} (${summary.chainLength} in the chain)`,
     );
-    return { ticketKeys: new TicketKeys() };
+    return pem;
   } catch (error) {
     if (error instanceof TlsFileError) throw new LaunchError(EXIT.usage, error.message);
     throw error;

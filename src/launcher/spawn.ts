@@ -46,10 +46,10 @@ export function shardSpec(config: Config, index: number, generation: number): Sh
 /** Starts the shard of `spec`: a child process, or a thread in threads mode. */
 export function spawnShard(runtime: Runtime, config: Config, spec: ShardSpec): ShardHandle {
   const env = { ...procOf(runtime).env(), [SHARD_ENV]: JSON.stringify(spec) };
-  const { host, port, app, tls } = config;
+  const { host, port, app } = config;
   return config.mode === "threads"
     ? (runtime.spawnThread?.(spec) ?? new (threadShard())(runtime.entry, env))
-    : runtime.spawnShard(env, { host, port, app, tls });
+    : runtime.spawnShard(env, { host, port, app });
 }
 
 function threadShard() {

@@ -236,10 +236,13 @@ export class Supervisor {
   readonly restarts: number[];
   /** Completed rolling reloads. */
   reloads = 0;
-  /** Called with every new shard's handle (the launcher answers TLS ticket-key requests on it). */
-  onSpawn?: (child: ShardHandle) => void;
-  /** Called as a rolling reload begins (not when it is asked for: reloads wait and coalesce). */
-  onReloadStart?: () => void;
+  /** Called with every new shard's handle and generation (the launcher answers its `tls?` on it). */
+  onSpawn?: (child: ShardHandle, generation: number) => void;
+  /**
+   * Called as a rolling reload of `generation` begins (not when it is asked for: reloads wait and
+   * coalesce); `inUse`: the generations some shard runs, or a restart or scale-up would start.
+   */
+  onReloadStart?: (generation: number, inUse: ReadonlySet<number>) => void;
   /** Every process that ran a shard of this launcher during its start (the launcher for threads). */
   readonly startPids = new Set<number>([process.pid]);
   /** Shards of the first start that were started before the launcher had loaded, by slot. */
@@ -293,7 +296,7 @@ export class Supervisor {
     const child =
       early?.handle ?? spawnShard(this.runtime, this.config, shardSpec(this.config, index, generation));
     if (child.pid !== undefined && !this.started) this.startPids.add(child.pid);
-    this.onSpawn?.(child);
+    this.onSpawn?.(child, generation);
     // An early shard has been starting since before the launcher loaded: that time counts.
     const startingFor = early ? Date.now() - early.startedAt : 0;
     const shard = new Shard(index, generation, firstStart, child, this.config.readyTimeoutMs, startingFor);
@@ -434,7 +437,7 @@ export class Supervisor {
     const generation = this.generation + 1;
     const total = this.slots.length;
     const started = Date.now();
-    this.onReloadStart?.();
+    this.onReloadStart?.(generation, new Set([...this.generations, this.generation]));
     event("reload", `reload started: replacing ${total} shards one by one (generation ${generation})`);
     for (let index = 0; index < total; index++) {
       if (this.stopping) return STOPPED;

@@ -1,7 +1,9 @@
 /**
  * `--tls-cert` and `--tls-key`: the launcher reads and checks both files before any shard starts
- * (and again before a reload), and keeps the session-ticket keys the Node shards share. The
- * shards read the files themselves when they start, so a rolling reload serves a new certificate.
+ * and again when a reload is asked for. What it checked is what every shard of that generation
+ * serves: the launcher hands the PEM (and the session-ticket keys the Node shards share) to each
+ * one over its launcher channel, crash restarts, recycles and scale-ups included. No shard reads
+ * the files, so a pair changed on disk reaches the shards only through a reload.
  * Key material never reaches a log line or an error message: only paths and what is wrong.
  * @module
  */
@@ -12,6 +14,12 @@ import type { ShardHandle } from "../types.ts";
 
 /** A certificate or key file that cannot be served; the message names the file and the problem. */
 export class TlsFileError extends Error {}
+
+/** The certificate chain and key as read and checked, PEM. */
+export interface TlsPem {
+  cert: string;
+  key: string;
+}
 
 export interface TlsSummary {
   subject: string;
@@ -49,9 +57,12 @@ function readPem(label: string, path: string): string {
 /**
  * Reads and checks the pair: both readable PEM, every certificate of the chain parses, the key
  * is an unencrypted private key that matches the first (leaf) certificate. Throws a
- * TlsFileError; returns what the launcher may log.
+ * TlsFileError; returns what the launcher may log, and apart from it the PEM read.
  */
-export function checkTlsFiles({ cert, key }: { cert: string; key: string }, now = Date.now()): TlsSummary {
+export function checkTlsFiles(
+  { cert, key }: { cert: string; key: string },
+  now = Date.now(),
+): { summary: TlsSummary; pem: TlsPem } {
   const certText = readPem("TLS certificate", cert);
   const keyText = readPem("TLS key", key);
   const blocks = certText.match(CERT_BLOCK) ?? [];
@@ -89,33 +100,62 @@ export function checkTlsFiles({ cert, key }: { cert: string; key: string }, now 
     warnings.push(
       `TLS key ${key} is readable by every user (mode ${(mode & 0o777).toString(8)}): chmod 600 (or 640 for a group such as ssl-cert)`,
     );
-  return {
+  const summary = {
     subject: leaf.subject.replace(/\n/g, ", "),
     validTo: leaf.validTo,
     fingerprint256: leaf.fingerprint256,
     chainLength: chain.length,
     warnings,
   };
+  return { summary, pem: { cert: certText, key: keyText } };
 }
 
-/**
- * The session-ticket keys the shards of this launcher share (Node uses them; Bun and Deno make
- * their own per process). Made here, held only in this process's memory, handed to each shard
- * over its launcher channel when it asks (never in its environment or on its command line), and
- * made anew at every reload.
- */
-export class TicketKeys {
-  private keys = randomBytes(48).toString("base64");
+/** What the shards of one generation serve: the checked pair, and the session-ticket keys they share. */
+interface Generation extends TlsPem {
+  ticketKeys: string;
+}
 
-  rotate(): void {
-    this.keys = randomBytes(48).toString("base64");
+const newTicketKeys = () => randomBytes(48).toString("base64");
+
+/**
+ * The TLS material of each generation that some shard may still be started for. Generation 0
+ * serves the pair checked at start. A reload's check hands over the pair it read (`checked`);
+ * the rolling reload, when it begins (reloads wait and coalesce), makes it the new generation's,
+ * with new session-ticket keys (Node uses them; Bun and Deno make their own per process). A shard
+ * asks for its generation's with `tls?` over its launcher channel (never in its environment or
+ * on its command line): a crash restart, recycle or scale-up serves what its generation's other
+ * shards serve, whatever lies on disk meanwhile. Held only in this process's memory.
+ */
+export class TlsGenerations {
+  private readonly generations = new Map<number, Generation>();
+  private latest = 0;
+  /** The pair the last successful check read: the next generation's. */
+  private next: TlsPem;
+
+  constructor(pem: TlsPem) {
+    this.next = pem;
+    this.generations.set(0, { ...pem, ticketKeys: newTicketKeys() });
   }
 
-  /** Answers a shard's `ticket-keys?` with the current keys. */
-  serve = (child: ShardHandle): void => {
+  /** A reload's check passed: the reload, when it begins, serves `pem`. */
+  checked(pem: TlsPem): void {
+    this.next = pem;
+  }
+
+  /** A rolling reload of `generation` begins; generations no shard runs or will start are dropped. */
+  begin = (generation: number, inUse: ReadonlySet<number>): void => {
+    this.generations.set(generation, { ...this.next, ticketKeys: newTicketKeys() });
+    this.latest = generation;
+    for (const known of this.generations.keys())
+      if (known !== generation && !inUse.has(known)) this.generations.delete(known);
+  };
+
+  /** Answers the `tls?` of a new shard of `generation` with that generation's material. */
+  serve = (child: ShardHandle, generation: number): void => {
     child.on("message", (message: { type?: unknown } | null) => {
-      if (message?.type === "ticket-keys?")
-        child.send({ type: "ticket-keys", keys: this.keys } satisfies LauncherMessage);
+      if (message?.type !== "tls?") return;
+      const material = this.generations.get(generation) ?? this.generations.get(this.latest);
+      if (material) child.send({ type: "tls", ...material } satisfies LauncherMessage);
     });
   };
 }

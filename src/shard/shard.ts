@@ -5,7 +5,7 @@
  */
 
 import { loadLog, log, setLogShard } from "../log.ts";
-import type { LauncherMessage, ShardMessage, ShardSpec, TicketKeysRequest } from "../protocol.ts";
+import type { LauncherMessage, ShardMessage, ShardSpec, TlsRequest } from "../protocol.ts";
 import { ListenError, type Listener, type ListenOptions, type Runtime } from "../types.ts";
 import { AppModuleError, importApp } from "./app-import.ts";
 import { markDraining } from "./health.ts";
@@ -20,7 +20,7 @@ export interface LauncherChannel {
   /** This shard is a process of its own (signals and exit are its own). */
   readonly ownsProcess: boolean;
   readonly pid: number;
-  send(message: ShardMessage | TicketKeysRequest): Promise<void>;
+  send(message: ShardMessage | TlsRequest): Promise<void>;
   onMessage(listener: (message: LauncherMessage) => void): void;
   /** The launcher is gone. A thread cannot outlive it, so only a process listens. */
   onGone(listener: () => void): void;
@@ -86,13 +86,14 @@ export async function runShard(
   };
   if (channel.ownsProcess) channel.onSignal("SIGTERM", () => drain());
   let stats: Awaited<ReturnType<typeof instrument>> | undefined;
-  let gotTicketKeys: (keys: string) => void = () => {};
-  const ticketKeys = new Promise<string>((resolve) => {
-    gotTicketKeys = resolve;
+  let gotTls: (tls: NonNullable<ListenOptions["tls"]>) => void = () => {};
+  const tlsFromLauncher = new Promise<NonNullable<ListenOptions["tls"]>>((resolve) => {
+    gotTls = resolve;
   });
   channel.onMessage(async (message) => {
     if (message?.type === "drain") drain(message.listenerStopped === true);
-    if (message?.type === "ticket-keys") gotTicketKeys(message.keys);
+    if (message?.type === "tls")
+      gotTls({ cert: message.cert, key: message.key, ticketKeys: message.ticketKeys });
     if (message?.type === "stats" && stats)
       send({
         type: "stats",
@@ -107,11 +108,12 @@ export async function runShard(
   const app = await importApp(spec.appUrl, spec.app, runtime).catch((error) => fail("load", error));
   stats = await instrument(app.fetch, spec, runtime.memoryUsage ?? (() => process.memoryUsage()));
   if (spec.accessLog) await loadLog();
-  // With TLS, the launcher's shared session-ticket keys come over the channel, never in the spec.
+  // With TLS, the pair the launcher checked for this generation, and its session-ticket keys,
+  // come over the channel: never in the spec, and no file is read here.
   let tls: ListenOptions["tls"];
   if (spec.tls) {
-    await send({ type: "ticket-keys?" });
-    tls = { ...spec.tls, ticketKeys: await ticketKeys };
+    await send({ type: "tls?" });
+    tls = await tlsFromLauncher;
   }
   listener = await runtime
     .listen({ host: spec.host, port: spec.port, http: spec.http, fetch: stats.fetch, tls })
