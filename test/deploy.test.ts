@@ -142,7 +142,7 @@ describe("Kubernetes", () => {
       assert.ok(pod.securityContext.runAsUser > 0);
       assert.equal(pod.securityContext.seccompProfile.type, "RuntimeDefault");
       assert.deepEqual(pod.securityContext.sysctls, [{ name: "net.ipv4.tcp_migrate_req", value: "1" }]);
-      assert.match(read("deploy/kubernetes.yaml"), /--allowed-unsafe-sysctls=net\.ipv4\.tcp_migrate_req/);
+      assert.match(read(file), /--allowed-unsafe-sysctls=net\.ipv4\.tcp_migrate_req/);
       assert.ok(!pod.hostNetwork && !pod.hostPID && !pod.hostIPC);
       for (const container of [...pod.containers, ...(pod.initContainers ?? [])]) {
         const context = container.securityContext;

@@ -380,7 +380,7 @@ export async function launch(
   }
   if (config.watch.length > 0) {
     const { watchForChanges } = await import("./watch.ts");
-    // A renewed certificate is a change too: the shards read the files when they start.
+    // A renewed certificate is a change too: the reload checks the files and hands them out.
     const paths = [...config.watch, ...(config.tls ? [config.tls.cert, config.tls.key] : [])];
     const watcher = await watchForChanges(paths, (changed) => {
       if (signals.stopping) return;

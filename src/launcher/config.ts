@@ -3,7 +3,7 @@
  * is the one line the launcher prints before it exits 2.
  * @module
  */
-import { parseArgs as tokenize } from "args-tokens/parser";
+import { parseArgs } from "node:util";
 import { nodeProc } from "../proc.ts";
 import type { HttpServer, Proc } from "../types.ts";
 import { defaultShardCount, type ReadText } from "./cpus.ts";
@@ -220,59 +220,6 @@ function canaryOf(values: Record<string, string | boolean | undefined>): Canary 
   };
 }
 
-interface OptionSpec {
-  type: "string" | "boolean";
-  short?: string;
-  default?: string | boolean;
-}
-type Values<O extends Record<string, OptionSpec>> = {
-  [K in keyof O]: O[K] extends { type: "boolean" } ? boolean | undefined : string | undefined;
-};
-
-/**
- * The command line as node:util's parseArgs reads it in strict mode (the last of a repeated flag
- * wins; a string flag takes the next word, or `--flag=value`), with its refusals, from the words
- * of args-tokens (node:util would cost Deno 5 to 10 ms on the launcher's way to its first shards).
- */
-export function parseStrict<O extends Record<string, OptionSpec>>(
-  args: string[],
-  options: O,
-): { values: Values<O>; positionals: string[] } {
-  const values: Record<string, string | boolean | undefined> = {};
-  const positionals: string[] = [];
-  // allowCompatible: `-h=1` is -h, -= and -1, as node:util reads it.
-  const tokens = tokenize(args, { allowCompatible: true });
-  for (let i = 0; i < tokens.length; i++) {
-    const token = tokens[i];
-    // A short group's trailing word (`-hh word`) is a positional to node:util: no flag here takes one.
-    if (token.kind === "positional" || (token.kind === "option" && token.name === undefined))
-      positionals.push(token.value ?? "");
-    if (token.kind !== "option" || token.name === undefined) continue;
-    const raw = token.rawName ?? "";
-    const name = raw.startsWith("--")
-      ? token.name
-      : Object.keys(options).find((key) => options[key].short === token.name);
-    const option = name === undefined ? undefined : options[name];
-    if (name === undefined || !option) throw new UsageError(`unknown flag ${raw} (see --help)`);
-    if (option.type === "boolean") {
-      if (token.inlineValue) throw new UsageError(`Option '${raw}' does not take an argument`);
-      values[name] = true;
-    } else if (token.inlineValue) values[name] = token.value ?? "";
-    else {
-      const next = tokens[i + 1];
-      if (next === undefined) throw new UsageError(`Option '${raw} <value>' argument missing`);
-      const value = next.kind === "positional" ? (next.value ?? "") : "--";
-      if (value.length > 1 && value.startsWith("-"))
-        throw new UsageError(`Option '${raw}' argument is ambiguous.`);
-      values[name] = value;
-      i++;
-    }
-  }
-  for (const [name, option] of Object.entries(options))
-    if (values[name] === undefined && option.default !== undefined) values[name] = option.default;
-  return { values: values as Values<O>, positionals };
-}
-
 const OPTIONS = {
   shards: { type: "string" },
   port: { type: "string" },
@@ -312,7 +259,19 @@ export function parseConfig(
   // `scale -1` would otherwise fail as an unknown flag.
   const negativeScale = argv.find((arg, i) => argv[i - 1] === "scale" && /^-\d/.test(arg));
   if (negativeScale !== undefined) integer("scale", negativeScale, 1, MAX_SHARDS);
-  const parsed = parseStrict(splitWatchPaths(joinNegativeValues(argv)), OPTIONS);
+  // node:util's parser, strict: an unknown flag or a missing value is refused. (On Deno, node:util
+  // loads without booting the Node layer: the early start stays free of it.)
+  let parsed: ReturnType<typeof parse>;
+  const parse = (args: string[]) =>
+    parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
+  try {
+    parsed = parse(splitWatchPaths(joinNegativeValues(argv)));
+  } catch (error) {
+    const message = (error as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(message);
+    if (unknown) throw new UsageError(`unknown flag ${unknown[1]} (see --help)`);
+    throw new UsageError(message.split("\n")[0]);
+  }
   const { values } = parsed;
   let positionals = parsed.positionals;
   let command: Config["command"] = "serve";

@@ -74,6 +74,8 @@ export class Takeover {
           line: `canary: the old launcher stopped answering (${(error as Error).message})`,
         };
       }
+      // Stopped meanwhile: the canary judged draining shards, so its verdict means nothing.
+      if (stopping()) return this.abandon();
       if (!result.passed) {
         event("takeover", `${result.line}: rolling back, launcher pid ${old.pid} serves on`, {
           level: "error",
@@ -83,12 +85,7 @@ export class Takeover {
       }
       event("takeover", result.line);
     } else if (canary) log.warn("--canary: the old launcher has no control socket to compare with: skipped");
-    if (stopping()) {
-      // A stop during the canary: a canary that judged draining shards passed nothing.
-      event("takeover", `takeover abandoned: this launcher is stopping; launcher pid ${old.pid} serves on`);
-      this.state = undefined;
-      return false;
-    }
+    if (stopping()) return this.abandon();
     this.state = { from: old.pid, step: "handing over" };
     await this.stopOld();
     control?.promote();
@@ -101,6 +98,16 @@ export class Takeover {
     );
     this.oldGone = this.awaitExit();
     return true;
+  }
+
+  /** This launcher is stopping before the hand-over: the old one is left alone, serving. */
+  private abandon(): false {
+    event(
+      "takeover",
+      `takeover abandoned: this launcher is stopping; launcher pid ${this.old.pid} serves on`,
+    );
+    this.state = undefined;
+    return false;
   }
 
   removePidFile(): void {
