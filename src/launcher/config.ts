@@ -3,6 +3,7 @@
  * is the one line the launcher prints before it exits 2.
  * @module
  */
+import { dirname, resolve as resolveFrom } from "node:path";
 import { parseArgs } from "node:util";
 import { nodeProc } from "../proc.ts";
 import type { HttpServer, Proc } from "../types.ts";
@@ -115,23 +116,6 @@ Exit codes: 0 stopped cleanly; 1 could not serve (port conflict, a shard failed 
 another launcher on host:port, a failed canary), or a stop had to kill a stuck shard; 2 bad
 command line or app module; 130 a second Ctrl-C, 1 s or more after the first.`;
 
-/**
- * `path` made absolute against `cwd` and normalised (no `.`, `..` or repeated `/`), as node:path's
- * resolve() does on POSIX; written here because node:path would cost Deno its Node layer on the
- * launcher's way to its first shards.
- */
-export function resolvePath(cwd: string, path: string): string {
-  const parts: string[] = [];
-  for (const part of `${path.startsWith("/") ? "" : cwd}/${path}`.split("/")) {
-    if (part === "..") parts.pop();
-    else if (part !== "" && part !== ".") parts.push(part);
-  }
-  return `/${parts.join("/")}`;
-}
-
-/** The folder of an absolute path, as node:path's dirname() gives it. */
-const dirname = (path: string) => path.slice(0, path.lastIndexOf("/")) || "/";
-
 /** `--watch`: the app module's folder; `--watch=a,b`: those paths, each of which must exist. */
 function watchPaths(on: boolean, list: string | undefined, app: string, proc: Proc): string[] {
   if (!on) return [];
@@ -140,7 +124,7 @@ function watchPaths(on: boolean, list: string | undefined, app: string, proc: Pr
   if (paths.length === 0) throw new UsageError("--watch= needs at least one path");
   return paths.map((path) => {
     if (!proc.exists(path)) throw new UsageError(`--watch: no such file or folder: ${path}`);
-    return resolvePath(proc.cwd(), path);
+    return resolveFrom(proc.cwd(), path);
   });
 }
 
@@ -255,7 +239,8 @@ export function parseConfig(
   readText?: ReadText,
   proc: Proc = nodeProc,
 ): Config {
-  const resolve = (path: string) => resolvePath(proc.cwd(), path);
+  // Against the runtime's cwd: node:path's resolve() would ask `process` for it (Deno: its Node layer).
+  const resolve = (path: string) => resolveFrom(proc.cwd(), path);
   // `scale -1` would otherwise fail as an unknown flag.
   const negativeScale = argv.find((arg, i) => argv[i - 1] === "scale" && /^-\d/.test(arg));
   if (negativeScale !== undefined) integer("scale", negativeScale, 1, MAX_SHARDS);
