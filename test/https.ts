@@ -273,12 +273,22 @@ async function h2get(url: string, path: string): Promise<{ status: number; body:
 
 /**
  * One HTTP/2 client that keeps its session, as browsers and gRPC clients do: `concurrency`
- * requests at a time on it, a new session only once the server sent GOAWAY or closed it. Counts
- * streams the server refused (RST_STREAM REFUSED_STREAM, which RFC 9113 8.7 lets a client retry)
- * apart from other failures. Stops by itself after `maxMs`.
+ * requests at a time on it, a new session only once the server sent GOAWAY or closed it. Each
+ * request carries an `x-id` (test/fixtures/h2-ids.ts logs the ones it ran). Counts apart: streams
+ * the server refused (RST_STREAM REFUSED_STREAM, which RFC 9113 8.7 lets a client retry), streams
+ * that never left (their new session failed before it opened them: no stream id), and other
+ * failures, whose ids are kept. Stops by itself after `maxMs`.
  */
 function h2Client(url: string, { concurrency = 2, maxMs = 60_000 } = {}) {
-  const stats = { ok: 0, refused: 0, failed: 0, sessions: 0, errors: [] as string[] };
+  const stats = {
+    ok: 0,
+    refused: 0,
+    unsent: 0,
+    failed: 0,
+    sessions: 0,
+    errors: [] as string[],
+    failedIds: [] as number[],
+  };
   let session: http2.ClientHttp2Session;
   const connect = () => {
     const next = http2.connect(url, { rejectUnauthorized: false });
@@ -292,11 +302,13 @@ function h2Client(url: string, { concurrency = 2, maxMs = 60_000 } = {}) {
     return next;
   };
   let stopped = false;
+  let ids = 0;
   session = connect();
   const deadline = Date.now() + maxMs;
   const request = (on: http2.ClientHttp2Session) =>
-    new Promise<void>((resolve, reject) => {
-      const stream = on.request({ ":path": "/" });
+    new Promise<"ok" | "refused" | "unsent">((resolve, reject) => {
+      const id = ++ids;
+      const stream = on.request({ ":path": "/", "x-id": String(id) });
       let status = 0;
       stream.on("response", (headers) => {
         status = Number(headers[":status"]);
@@ -304,24 +316,21 @@ function h2Client(url: string, { concurrency = 2, maxMs = 60_000 } = {}) {
       stream.resume();
       stream.on("error", () => {});
       stream.on("close", () => {
-        if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) reject(new Error("refused"));
-        else if (status === 200) resolve();
-        else reject(new Error(`status ${status}, RST_STREAM ${stream.rstCode}`));
+        if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) resolve("refused");
+        else if (status === 200) resolve("ok");
+        else if (stream.id === undefined) resolve("unsent");
+        else reject(Object.assign(new Error(`status ${status}, RST_STREAM ${stream.rstCode}`), { id }));
       });
       stream.end();
     });
   const worker = async () => {
     while (!stopped && Date.now() < deadline) {
       try {
-        await request(session);
-        stats.ok++;
+        stats[await request(session)]++;
       } catch (error) {
-        const message = (error as Error).message;
-        if (message === "refused") stats.refused++;
-        else {
-          stats.failed++;
-          if (stats.errors.length < 5) stats.errors.push(message);
-        }
+        stats.failed++;
+        stats.failedIds.push((error as { id: number }).id);
+        if (stats.errors.length < 5) stats.errors.push((error as Error).message);
       }
     }
   };
@@ -709,20 +718,30 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.equal(await app.exited, 0);
     });
 
-    // Node 20 too: before 24, Node's server.close() sent HTTP/2 sessions no GOAWAY. Not Deno with
-    // --http node: its node:http2 reset a stream in flight with INTERNAL_ERROR, not REFUSED_STREAM,
-    // in about 1 run of 8 (README, HTTP/2 clients across a reload).
-    const servers = { node: [rt, RUNTIMES.node20], deno: [rt], bun: [rt] }[rt.runtime];
-    for (const node of servers) {
-      test(`${node.name}: an HTTP/2 client that keeps its session does not hold a reload to --drain-timeout: each old shard closes its sessions (GOAWAY); no request fails but a few refused streams (to retry)`, async (t) => {
-        const app = await start(node, [
+    // Node 20 too: before 24, Node's server.close() sent HTTP/2 sessions no GOAWAY.
+    const servers = {
+      node: [
+        { name: "node", on: rt, extra: [] },
+        { name: "node20", on: RUNTIMES.node20, extra: [] },
+      ],
+      deno: [
+        { name: "deno", on: rt, extra: [] },
+        { name: "deno --http node", on: rt, extra: ["--http", "node"] },
+      ],
+      bun: [{ name: "bun", on: rt, extra: [] }],
+    }[rt.runtime];
+    for (const server of servers) {
+      test(`${server.name}: an HTTP/2 client that keeps its session does not hold a reload to --drain-timeout: each old shard closes its sessions (GOAWAY); every stream is answered, or refused or failed before the app saw it (to retry)`, async (t) => {
+        const app = await start(server.on, [
           "--shards",
           "2",
           "--port",
           String(freshPort()),
           "--drain-timeout",
           "15000",
+          ...server.extra,
           ...tlsArgs(),
+          "test/fixtures/h2-ids.ts",
         ]);
         const client = h2Client(app.url);
         try {
@@ -738,7 +757,7 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           assert.ok(await eventually(() => client.stats.ok >= mark + 100, 10_000), "served after the reload");
           const stats = await client.stop();
           t.diagnostic(
-            `${node.name}: reload of 2 shards with one h2 client: old shards gone ${drained} ms after SIGHUP; ${stats.ok} ok, ${stats.refused} refused, ${stats.failed} failed, ${stats.sessions} sessions`,
+            `${server.name}: reload of 2 shards with one h2 client: old shards gone ${drained} ms after SIGHUP; ${stats.ok} ok, ${stats.refused} refused, ${stats.unsent} unsent, ${stats.failed} failed (${stats.errors.join("; ")}), ${stats.sessions} sessions`,
           );
           assert.ok(
             drained < 5000,
@@ -746,10 +765,20 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           );
           assert.doesNotMatch(app.output(), /drain timeout/);
           assert.ok(stats.sessions >= 2, "the client was told to reconnect");
-          assert.equal(stats.failed, 0, stats.errors.join("\n"));
-          // Streams on their way as the GOAWAY left are refused, unprocessed (RFC 9113 8.7): a
-          // client retries them. A handful per reload at most.
-          assert.ok(stats.refused <= 10, `${stats.refused} streams refused`);
+          // Streams on their way as the GOAWAY left are refused, unprocessed (RFC 9113 8.7); a
+          // stream on a new session that failed to open (a connection reset as an old listener
+          // closed: no tcp_migrate_req here) never left. A client may send both again.
+          assert.ok(stats.refused + stats.unsent <= 10, `${stats.refused} refused, ${stats.unsent} unsent`);
+          // Deno's own server admits the streams that arrive between its first GOAWAY and its
+          // last (last-stream-id covers them) but never runs them, then closes the connection:
+          // the client sees them cancelled. They must be ones the app never saw, and few.
+          // A shard's log line may reach the launcher's output after its response: wait for all.
+          const ran = () => new Set(app.output().match(/seen \d+/g));
+          assert.ok(await eventually(() => ran().size >= stats.ok, 5000), "each stream answered was run");
+          const seen = ran();
+          for (const id of stats.failedIds) assert.ok(!seen.has(`seen ${id}`), `failed stream ${id} was run`);
+          if (server.name === "deno") assert.ok(stats.failed <= 4, stats.errors.join("\n"));
+          else assert.equal(stats.failed, 0, stats.errors.join("\n"));
         } finally {
           await client.stop();
         }
