@@ -7,7 +7,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { addressesOverlap, parseIp, parseProcAddress, tcpListeners } from "../src/launcher/port-holder.ts";
@@ -235,5 +236,30 @@ describe("no orphaned service", () => {
     assert.doesNotMatch(app.output(), /is gone: stopping/);
     process.kill(app.launcherPid, "SIGTERM");
     assert.ok(await eventually(() => !isAlive(app.launcherPid), 15_000));
+  });
+});
+
+describe("takeover: is the old launcher still running?", () => {
+  test("a zombie, a pid now another process's and a gone pid count as exited", async () => {
+    const { runs } = await import("../src/launcher/takeover.ts");
+    const stat = (pid: number) => {
+      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return text.slice(text.lastIndexOf(")") + 2).split(" ");
+    };
+    const start = stat(process.pid)[19];
+    assert.equal(runs(process.pid, start), true);
+    assert.equal(runs(process.pid, undefined), true);
+    assert.equal(runs(process.pid, String(Number(start) + 1)), false, "the pid names another process");
+    // A child that has exited and is not yet reaped: spawnSync is not used, so the event loop
+    // reaps it only when it next runs; the check below runs before that.
+    const child = spawn("sh", ["-c", "exit 0"], { stdio: "ignore" });
+    const pid = child.pid as number;
+    const childStart = stat(pid)[19];
+    const deadline = Date.now() + 10_000;
+    while (stat(pid)[0] !== "Z" && Date.now() < deadline) {}
+    assert.equal(stat(pid)[0], "Z", "the child is a zombie");
+    assert.equal(runs(pid, childStart), false, "a zombie has exited");
+    await new Promise((resolve) => child.on("exit", resolve));
+    assert.equal(runs(pid, childStart), false, "a reaped pid is gone");
   });
 });

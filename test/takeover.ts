@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { queryLauncher } from "../src/launcher/control.ts";
@@ -222,24 +223,43 @@ export function takeoverChain(): void {
       assert.equal(await current.exited, 0);
     });
 
-    test("an old launcher that drains longer than the new one's wait for it: the new one serves metrics once it has gone, no exit", async () => {
+    test("an old launcher that drains longer than the new one's wait for it, under a parent that never reaps it: the new one serves metrics once it has exited (a zombie), no exit", async () => {
       const port = String(freshPort());
       const metricsPort = String(freshPort());
       const common = ["--shards", "1", "--port", port, "--metrics-port", metricsPort];
-      const first = await start(RUNTIMES.node, [...common, "--drain-timeout", "30000", FAULT_APP]);
-      // In flight on the old shard past the new launcher's wait (its --drain-timeout + 10 s).
-      const slow = get(`${first.url}/slow?ms=12000`, 30_000);
-      await first.waitFor(/slow request started/);
-      const next = run(RUNTIMES.node, [...common, "--drain-timeout", "500", "--takeover", FAULT_APP]);
-      await next.waitFor(new RegExp(`takeover: launcher pid ${first.launcherPid} is draining`));
-      assert.equal((await slow).status, 200, "the old shard's request completed");
-      assert.equal(await first.exited, 0, first.output());
-      await next.waitFor(/listening on/, 15_000);
-      assert.equal((await get(`http://127.0.0.1:${metricsPort}/metrics`)).status, 200, next.output());
-      assert.match(next.output(), /is still there after 10500 ms: look at it/);
-      const launcherPid = Number(/this launcher \(pid (\d+)\)/.exec(next.output())?.[1]);
-      process.kill(launcherPid, "SIGTERM");
-      assert.equal(await next.exited, 0, next.output());
+      // The launcher's parent becomes `sleep`, which never waits for it: once it exits, its pid
+      // stays, a zombie, until the sleep ends (the test ends it).
+      const unreaped: RuntimeUnderTest = {
+        name: "node under a parent that never reaps",
+        runtime: "node",
+        command: (args) => ["sh", "-c", 'node dist/node.js "$@" & exec sleep 120', "sh", ...args],
+      };
+      const first = await start(unreaped, [...common, "--drain-timeout", "30000", FAULT_APP]);
+      try {
+        // In flight on the old shard past the new launcher's wait (its --drain-timeout + 5 s).
+        const slow = get(`${first.url}/slow?ms=7000`, 30_000);
+        await first.waitFor(/slow request started/);
+        const next = run(RUNTIMES.node, [...common, "--drain-timeout", "500", "--takeover", FAULT_APP]);
+        await next.waitFor(new RegExp(`takeover: launcher pid ${first.launcherPid} is draining`));
+        assert.equal((await slow).status, 200, "the old shard's request completed");
+        await first.waitFor(/"stopped"|\bstopped$/m, 15_000);
+        assert.ok(
+          await eventually(
+            () => /\) Z /.test(readFileSync(`/proc/${first.launcherPid}/stat`, "utf8")),
+            10_000,
+          ),
+          "the old launcher is a zombie",
+        );
+        await next.waitFor(new RegExp(`takeover done: launcher pid ${first.launcherPid} has exited`), 5000);
+        await next.waitFor(/listening on/, 15_000);
+        assert.equal((await get(`http://127.0.0.1:${metricsPort}/metrics`)).status, 200, next.output());
+        assert.match(next.output(), /is still there after 5500 ms: look at it/);
+        const launcherPid = Number(/this launcher \(pid (\d+)\)/.exec(next.output())?.[1]);
+        process.kill(launcherPid, "SIGTERM");
+        assert.equal(await next.exited, 0, next.output());
+      } finally {
+        first.child.kill("SIGTERM"); // the sleep, which then reaps nothing: the zombie goes with it
+      }
     });
   });
 }

@@ -13,6 +13,7 @@
  * ones as the old ones close: nothing is lost.
  * @module
  */
+import { readFileSync } from "node:fs";
 import { log } from "../log.ts";
 import { EXIT, LaunchError } from "./cli.ts";
 import type { Config } from "./config.ts";
@@ -20,6 +21,29 @@ import { type ControlSocket, queryLauncher, writePidFile } from "./control.ts";
 import { event } from "./events.ts";
 import type { OldLauncher } from "./guard.ts";
 import { exists as alive } from "./runner.ts";
+
+/**
+ * Whether `pid` still runs the process that had `start` (its start time in clock ticks since
+ * boot, field 22 of /proc/PID/stat): false once it has exited, even as a zombie its parent never
+ * reaps, or once the pid names another process. Without /proc, whether the pid exists.
+ */
+export function runs(pid: number, start: string | undefined): boolean {
+  const stat = procStat(pid);
+  if (stat === undefined) return start === undefined ? alive(pid) : false;
+  return stat.state !== "Z" && stat.state !== "X" && (start === undefined || stat.start === start);
+}
+
+function procStat(pid: number): { state: string; start: string } | undefined {
+  try {
+    // The command name (field 2) may hold spaces and parentheses: fields count from its end.
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return { state: fields[0], start: fields[19] };
+  } catch {
+    return undefined;
+  }
+}
+
 import type { Supervisor } from "./supervisor.ts";
 
 /** What `status` shows while a takeover runs. */
@@ -39,11 +63,14 @@ export class Takeover {
   oldGone: Promise<void> = Promise.resolve();
   /** Removes the pid file this launcher took over, if it did and it is still its own. */
   private pidFile?: () => void;
+  /** The old launcher's start time (/proc), so that a reused pid is not taken for it. */
+  private readonly oldStart?: string;
 
   constructor(old: OldLauncher, config: Config) {
     this.old = old;
     this.config = config;
     this.state = { from: old.pid, step: "starting" };
+    this.oldStart = procStat(old.pid)?.start;
     const what = old.runtime ? ` (${old.runtime}, ${old.shards} shards in ${old.mode} mode)` : "";
     event("takeover", `takeover: starting ${config.shards} shards beside launcher pid ${old.pid}${what}`);
   }
@@ -136,17 +163,18 @@ export class Takeover {
 
   /**
    * Until the old launcher has exited, however long its own drain takes (its --drain-timeout may
-   * be longer than this one's); a warning once it has outlived this launcher's drain by 10 s.
+   * be longer than this one's); a warning once it has outlived this launcher's drain by 5 s. An
+   * exit its parent never reaps (a zombie) counts, as does its pid taken by another process.
    */
   private async awaitExit(): Promise<void> {
     const { old, config } = this;
-    const warnAt = Date.now() + config.drainTimeoutMs + 10_000;
+    const warnAt = Date.now() + config.drainTimeoutMs + 5000;
     let warned = false;
-    while (alive(old.pid)) {
+    while (runs(old.pid, this.oldStart)) {
       if (!warned && Date.now() > warnAt) {
         warned = true;
         log.warn(
-          `launcher pid ${old.pid} is still there after ${config.drainTimeoutMs + 10_000} ms: look at it`,
+          `launcher pid ${old.pid} is still there after ${config.drainTimeoutMs + 5000} ms: look at it`,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
