@@ -78,7 +78,7 @@ describe("Docker", () => {
       assert.ok(rules.ignores(path), `${path} stays out of the image`);
     }
     const dockerfile = read("deploy/Dockerfile");
-    const copied = [...dockerfile.matchAll(/^COPY (.+) \S+$/gm)].flatMap((m) => m[1].split(" "));
+    const copied = [...dockerfile.matchAll(/^COPY (?!--from=)(.+) \S+$/gm)].flatMap((m) => m[1].split(" "));
     for (const path of [
       ...copied.filter((p) => p !== "."),
       "deploy/entrypoint.sh",

@@ -14,6 +14,13 @@ fail() {
 }
 trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
 
+# The image holds production dependencies and its one runtime, no dev dependency.
+for dev in typescript pm2 playwright-core esbuild @biomejs; do
+  if docker run --rm --entrypoint sh "$image" -c "test -e /app/node_modules/$dev"; then
+    fail "the dev dependency $dev is in the image"
+  fi
+done
+
 docker run -d --name "$name" --read-only --tmpfs /tmp --cap-drop ALL \
   --security-opt no-new-privileges --sysctl net.ipv4.tcp_migrate_req=1 \
   -p "127.0.0.1:$port:8080" "$image" --shards 2 >/dev/null

@@ -226,6 +226,18 @@ describe("deploy/", () => {
     assert.ok(has(/^EXPOSE 8080$/));
     assert.ok(has(/^STOPSIGNAL SIGTERM$/));
     assert.ok(has(/^ENTRYPOINT \["\/app\/deploy\/entrypoint\.sh"\]$/));
+    // The image is the last stage: production dependencies and one runtime, built dist/ copied in.
+    // An `npm install` in /app would reconcile the tree with package.json and bring every dev
+    // dependency back (95 packages: TypeScript, PM2, Playwright, the other runtimes).
+    const stages = lines.join("\n").split(/^FROM /m);
+    assert.equal(stages.length, 3, "a build stage and the image");
+    const image = stages[2].replace(/\\\n/g, " ");
+    for (const npm of image.match(/npm (ci|install)\b[^&\n]*/g) ?? []) {
+      if (npm.startsWith("npm ci")) assert.match(npm, /--omit=dev|--prefix tools/, npm);
+      else assert.match(npm, /--prefix \/opt\/\w+/, npm);
+    }
+    assert.match(image, /^COPY --from=build \/app\/dist dist$/m);
+    assert.doesNotMatch(image, /npm run build/);
   });
 
   test("Kubernetes: probes, preStop, grace period above the drain, CPU limit, Service", () => {
