@@ -200,6 +200,8 @@ class DenoThread extends ThreadHandle {
     listenTurns = listenTurns.then(
       () =>
         new Promise<void>((resolve) => {
+          // Ended while it waited in the queue: its "exit" has been said already.
+          if (!this.connected) return resolve();
           this.listened = resolve;
           this.once("exit", resolve);
           this.post({ type: "listen-go" });
