@@ -373,6 +373,19 @@ export async function launch(
     const warning = migrateWarning({ readText: readProcFile(runtime), exists: existsSync, env: process.env });
     if (warning) log.warn(warning);
   }
+  /**
+   * A port of the launcher's own that it cannot serve, or a --watch that cannot start: before a takeover's hand-over or without
+   * one, the start fails (drain, exit 1); after the old launcher was told to go, these shards are
+   * all that serves, so the launcher says so and serves on without it.
+   */
+  const cannotServe = async (what: string, error: unknown) => {
+    const message = `cannot ${what}: ${(error as Error).message}`;
+    if (!takeover) {
+      await stop();
+      throw new LaunchError(EXIT.failed, message);
+    }
+    log.error(`${message}; the shards serve on without it (the launcher taken over is gone)`);
+  };
   if (config.maxMemoryMb !== undefined || config.maxRequests !== undefined) {
     const { Recycler } = await import("./recycle.ts");
     if (signals.stopping) return stopping();
@@ -382,31 +395,22 @@ export async function launch(
     const { watchForChanges } = await import("./watch.ts");
     // A renewed certificate is a change too: the reload checks the files and hands them out.
     const paths = [...config.watch, ...(config.tls ? [config.tls.cert, config.tls.key] : [])];
-    const watcher = await watchForChanges(paths, (changed) => {
-      if (signals.stopping) return;
-      log.info(`watch: ${changed} changed, reloading`);
-      void reload();
-    });
-    watching = watcher;
-    if (signals.stopping) {
-      void watcher.close();
-      return stopping();
+    try {
+      const watcher = await watchForChanges(paths, (changed) => {
+        if (signals.stopping) return;
+        log.info(`watch: ${changed} changed, reloading`);
+        void reload();
+      });
+      watching = watcher;
+      if (signals.stopping) {
+        void watcher.close();
+        return stopping();
+      }
+      log.info(`watching ${paths.join(", ")} for changes`);
+    } catch (error) {
+      await cannotServe(`watch ${paths.join(", ")} (--watch)`, error);
     }
-    log.info(`watching ${paths.join(", ")} for changes`);
   }
-  /**
-   * A port of the launcher's own that it cannot serve: before a takeover's hand-over or without
-   * one, the start fails (drain, exit 1); after the old launcher was told to go, these shards are
-   * all that serves, so the launcher says so and serves on without it.
-   */
-  const cannotServe = async (what: string, error: unknown) => {
-    const message = `cannot serve ${what}: ${(error as Error).message}`;
-    if (!takeover) {
-      await stop();
-      throw new LaunchError(EXIT.failed, message);
-    }
-    log.error(`${message}; the shards serve on without it (the launcher taken over is gone)`);
-  };
   // The old launcher holds its metrics and dashboard ports until it exits.
   if (config.metricsPort !== undefined || config.dashboardPort !== undefined) await takeover?.oldGone;
   if (signals.stopping) return stopping();
@@ -422,7 +426,7 @@ export async function launch(
     } catch (error) {
       // With --metrics-port alone the page is a bonus: where its files cannot be read (the
       // package imported from a URL, as from JSR), /metrics serves without it.
-      if (config.dashboardPort !== undefined) await cannotServe(`the dashboard on ${where}`, error);
+      if (config.dashboardPort !== undefined) await cannotServe(`serve the dashboard on ${where}`, error);
       else log.warn(`no dashboard page on ${where}: ${(error as Error).message}; /metrics serves without it`);
       dashboard = undefined;
     }
@@ -432,7 +436,7 @@ export async function launch(
       const { serveMetrics } = await import("./metrics.ts"); // prom-client, only when asked for
       await serveMetrics(supervisor, config, dashboard);
     } catch (error) {
-      await cannotServe(`metrics on ${urlOf({ host: config.host, port: config.metricsPort })}`, error);
+      await cannotServe(`serve metrics on ${urlOf({ host: config.host, port: config.metricsPort })}`, error);
     }
   }
   if (signals.stopping) return stopping();

@@ -15,6 +15,7 @@
  */
 import { type FSWatcher, readlinkSync, realpathSync, statSync, watch as watchFolder } from "node:fs";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
+import { log } from "../log.ts";
 
 /** node_modules, .git and every other dotfile or dot-folder are not the app's own files. */
 export function isIgnored(path: string): boolean {
@@ -125,9 +126,23 @@ export async function watchForChanges(
         folders.every((root) => isIgnored(relative(root, path)) || isIgnored(basename(path))),
     });
     chokidar.on("all", (_event, path) => changed(path));
+    // An error before "ready" fails the start; one after it (a folder that cannot be watched, the
+    // inotify limit) is said once per message and the rest is watched on. Without a listener
+    // for every error, node:events would throw the second one out of chokidar.
+    let ready = false;
+    const said = new Set<string>();
     await new Promise<void>((resolve, reject) => {
-      chokidar.once("ready", resolve);
-      chokidar.once("error", reject);
+      chokidar.on("error", (error) => {
+        if (!ready) return reject(error);
+        const message = (error as Error).message;
+        if (said.has(message)) return;
+        said.add(message);
+        log.warn(`--watch: ${message}: changes there are not seen`);
+      });
+      chokidar.once("ready", () => {
+        ready = true;
+        resolve();
+      });
     });
     watcher = chokidar;
   }
