@@ -93,6 +93,9 @@ export function dashboardHandler(monitor: Monitor, root: string, info: Dashboard
   };
 }
 
+/** Bytes of events a page may leave unread before it is dropped. */
+const MAX_UNREAD = 1 << 20;
+
 /** The page's event stream: `init` with the history, then `sample` each second, `launcher` per event. */
 function events(monitor: Monitor, info: DashboardInfo, request: IncomingMessage, response: ServerResponse) {
   response.writeHead(200, { ...HEADERS, "content-type": "text/event-stream" });
@@ -100,8 +103,13 @@ function events(monitor: Monitor, info: DashboardInfo, request: IncomingMessage,
     response.end();
     return;
   }
-  const send = (name: string, data: unknown) =>
+  // A page that stops reading (a suspended tab, a stalled client) is dropped once 1 MB waits for
+  // it, rather than buffered without end; the browser's EventSource connects anew.
+  const send = (name: string, data: unknown) => {
+    if (response.destroyed) return;
     response.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+    if (response.writableLength > MAX_UNREAD) response.destroy();
+  };
   const { history, view } = monitor.current();
   send("init", { info, history, view: compact(view), events: recentEvents() });
   const stopSamples = monitor.subscribe((next: MonitorView, point: HistoryPoint) =>
