@@ -90,7 +90,26 @@ async function sweepStale(own: string): Promise<void> {
   }
 }
 
+/**
+ * Accepts the shards' connections for the launcher's life. A failed accept (EMFILE: no file
+ * descriptor left) is said and tried again a moment later: unhandled, it would end the launcher.
+ */
 async function accept(listener: Deno.Listener, channels: ChannelServer): Promise<void> {
+  for (;;) {
+    try {
+      return await acceptAll(listener, channels);
+    } catch (error) {
+      if (error instanceof Deno.errors.BadResource) return; // the listener is closed
+      const { log } = await import("../src/log.ts");
+      log.warn(
+        `the shards' channel could not accept a connection (${(error as Error).message}): trying again`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+async function acceptAll(listener: Deno.Listener, channels: ChannelServer): Promise<void> {
   for await (const conn of listener) {
     conn.unref();
     let identified: () => void = () => {};
