@@ -144,6 +144,10 @@ class Shard {
         clearTimeout(timer);
         if (message.type === "ready") {
           if (this.state === "starting") this.state = "ready";
+          // Told to drain while it booted: a message that came before the shard listened for
+          // messages may be lost (Node emits IPC messages with no queue), so it is told again.
+          if (this.state === "draining" && this.child.connected)
+            this.child.send({ type: "drain" } satisfies LauncherMessage);
           this.readyAt = Date.now();
           resolve();
         } else {
