@@ -36,7 +36,9 @@ export const bun: Runtime = {
       // HTTPS: the PEM the launcher checked for this generation; h2 and http/1.1 by ALPN.
       const secure = tls && { tls: { cert: tls.cert, key: tls.key }, http2: true };
       ({ value: server, own } = await listenFindingSocket(port, () =>
-        Bun.serve({ port, hostname: host, reusePort: true, fetch, ...secure }),
+        // development: false, whatever NODE_ENV says: otherwise a handler that throws answers
+        // with Bun's error page, the error's message, stack and working folder in it.
+        Bun.serve({ port, hostname: host, reusePort: true, development: false, fetch, ...secure }),
       ));
     } catch (error) {
       const { message, code } = error as Error & { code?: string };

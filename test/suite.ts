@@ -200,6 +200,14 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         const reply = await get(`${app.url}${path}`);
         assert.equal(reply.status, 200);
         assert.match(reply.body, expected);
+        if (module.endsWith("fetch-object.js")) {
+          // A bug in a plain { fetch }: a bare 500, never the error (Bun's development page would
+          // send its message, stack and the working folder), and the shard serves on.
+          const failed = await get(`${app.url}/throw`);
+          assert.equal(failed.status, 500);
+          assert.doesNotMatch(failed.body, /app's bug|<html|fetch-object/i, failed.body);
+          assert.equal((await get(`${app.url}/y`)).status, 200);
+        }
         process.kill(app.launcherPid, "SIGTERM");
         assert.equal(await app.exited, 0);
       }
@@ -377,8 +385,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         const after = await get(`http://127.0.0.1:${metricsPort}/metrics`);
         assert.match(after.body, /^shardport_shard_restarts_total\{shard="\d"\} 1$/m);
       }
-      process.kill(app.launcherPid, "SIGHUP");
+      // To the whole process group, as a terminal's hang-up or `kill -HUP -- -PGID` sends it:
+      // the shards ignore it, the launcher reloads.
+      process.kill(-(app.child.pid as number), "SIGHUP");
       await app.waitFor(/reload done: 2 shards replaced/);
+      assert.doesNotMatch(app.output(), /SIGHUP/, "no shard ended by the SIGHUP");
       const reloaded = await get(`http://127.0.0.1:${metricsPort}/metrics`);
       assert.match(reloaded.body, /^shardport_reloads_total 1$/m);
       assert.match(reloaded.body, /^shardport_shards_configured 2$/m);

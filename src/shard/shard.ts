@@ -30,7 +30,7 @@ export interface LauncherChannel {
   exit(code: number): void;
 }
 
-export type ShardSignal = "SIGINT" | "SIGTERM" | "SIGTTIN" | "SIGTTOU";
+export type ShardSignal = "SIGHUP" | "SIGINT" | "SIGTERM" | "SIGTTIN" | "SIGTTOU";
 
 /** What a shard needs of its runtime. */
 export type ShardRuntime = Pick<Runtime, "name" | "listen" | "loadTypeScript" | "memoryUsage">;
@@ -56,9 +56,11 @@ export async function runShard(
   setLogShard(spec.index);
   setCurrentShard(spec);
   // Ctrl-C reaches every process of the terminal's group: the launcher decides what it means.
-  // So may SIGTTIN and SIGTTOU (scaling), whose default action would stop this process.
+  // So may SIGTTIN and SIGTTOU (scaling), whose default action would stop this process, and
+  // SIGHUP (reload; a terminal's hang-up), whose default action would end it mid-request.
   if (channel.ownsProcess)
-    for (const signal of ["SIGINT", "SIGTTIN", "SIGTTOU"] as const) channel.onSignal(signal, () => {});
+    for (const signal of ["SIGHUP", "SIGINT", "SIGTTIN", "SIGTTOU"] as const)
+      channel.onSignal(signal, () => {});
 
   let listener: Listener | undefined;
   let draining = false;
