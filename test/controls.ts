@@ -190,7 +190,11 @@ export function controlsSuite(rt: RuntimeUnderTest): void {
         /recycling shard (\d) failed: .*flagged: this deploy is broken.*keeps serving, next try in 2 s/,
         30_000,
       );
+      const firstFailure = Date.now();
       await app.waitFor(/recycling shard \d failed: .*keeps serving, next try in 4 s/, 30_000);
+      // The back-off is kept, not only said: the next try came 2 s later (plus its start).
+      const waited = Date.now() - firstFailure;
+      assert.ok(waited >= 1800, `the second try came ${waited} ms after the first failure`);
       rmSync(flag);
       await app.waitFor(/recycled: pid \d+ -> pid \d+/, 30_000);
       noneFailed(await traffic.stop(), `${rt.name} failed recycle`);

@@ -122,6 +122,8 @@ export function faultSuite(rt: RuntimeUnderTest): void {
         () => "lost",
       );
       assert.notEqual(dying, 200);
+      // Its own exit code, as a process's would be (Deno's Worker says none by itself).
+      await app.waitFor(/shard \d \(thread \d+\) exit code 3; restarting/);
       await app.waitFor(/shard \d restarted as thread \d+/);
       assert.equal((await get(app.url)).status, 200);
       // An uncaught error in a thread ends that thread only; it is restarted too.
