@@ -47,19 +47,21 @@ async function openLibc(): Promise<SocketCalls | null> {
 /**
  * Shard threads of one launcher listen one at a time (threads mode passes them a shared lock),
  * so that each can tell its own socket among the process's listeners: the one that appeared
- * while it held the lock. A lock left held (a thread terminated while listening) is waited for
- * 2 s at most; then the socket is told by the same difference, and none is taken where that is
+ * while it held the lock. The lock holds the holder's thread id; the launcher frees it when a
+ * thread ends holding it (src/launcher/threads.ts). Should that fail, it is waited for 2 s at
+ * most; then the socket is told by the same difference, and none is taken where that is
  * ambiguous.
  */
 function inTurn<T>(listen: () => T): T {
-  const { workerData } = process.getBuiltinModule("node:worker_threads");
+  const { workerData, threadId } = process.getBuiltinModule("node:worker_threads");
   const lock = (workerData as { listenTurn?: Int32Array } | null)?.listenTurn;
   if (!(lock instanceof Int32Array)) return listen();
   const deadline = Date.now() + 2000;
-  let held = Atomics.compareExchange(lock, 0, 0, 1) === 0;
+  let held = Atomics.compareExchange(lock, 0, 0, threadId) === 0;
   while (!held && Date.now() < deadline) {
-    Atomics.wait(lock, 0, 1, 50);
-    held = Atomics.compareExchange(lock, 0, 0, 1) === 0;
+    const holder = Atomics.load(lock, 0);
+    if (holder !== 0) Atomics.wait(lock, 0, holder, 50);
+    held = Atomics.compareExchange(lock, 0, 0, threadId) === 0;
   }
   try {
     return listen();

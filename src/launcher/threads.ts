@@ -11,7 +11,8 @@ import { ThreadHandle } from "./thread-handle.ts";
 
 /**
  * Passed to every shard thread: a lock under which a thread opens its listener, so that it can
- * tell its own socket among the process's (runtimes/bun-listener.ts).
+ * tell its own socket among the process's (runtimes/bun-listener.ts). It holds the holder's
+ * thread id, so that the lock of a thread that ended holding it (terminated mid-listen) is freed.
  */
 const listenTurn = new Int32Array(new SharedArrayBuffer(4));
 
@@ -28,7 +29,11 @@ export class ThreadShard extends ThreadHandle {
     this.label = `thread ${this.worker.threadId}`;
     this.worker.on("message", (message) => this.emit("message", message));
     this.worker.on("error", (error) => log.warn(`shard ${this.label}: uncaught ${error?.message ?? error}`));
-    this.worker.on("exit", (code) => this.exited(code, null));
+    const threadId = this.worker.threadId;
+    this.worker.on("exit", (code) => {
+      if (Atomics.compareExchange(listenTurn, 0, threadId, 0) === threadId) Atomics.notify(listenTurn, 0);
+      this.exited(code, null);
+    });
   }
 
   protected post(message: LauncherMessage): void {
