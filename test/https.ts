@@ -771,13 +771,15 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
           assert.ok(stats.refused + stats.unsent <= 10, `${stats.refused} refused, ${stats.unsent} unsent`);
           // Deno's own server admits the streams that arrive between its first GOAWAY and its
           // last (last-stream-id covers them) but never runs them, then closes the connection:
-          // the client sees them cancelled. They must be ones the app never saw, and few.
+          // the client sees them cancelled. They must be ones the app never saw.
           // A shard's log line may reach the launcher's output after its response: wait for all.
           const ran = () => new Set(app.output().match(/seen \d+/g));
           assert.ok(await eventually(() => ran().size >= stats.ok, 5000), "each stream answered was run");
           const seen = ran();
           for (const id of stats.failedIds) assert.ok(!seen.has(`seen ${id}`), `failed stream ${id} was run`);
-          if (server.name === "deno") assert.ok(stats.failed <= 4, stats.errors.join("\n"));
+          // At most the streams in flight (2) on each session an old shard sent away.
+          if (server.name === "deno")
+            assert.ok(stats.failed <= 2 * (stats.sessions - 1), stats.errors.join("\n"));
           else assert.equal(stats.failed, 0, stats.errors.join("\n"));
         } finally {
           await client.stop();

@@ -40,8 +40,12 @@ export class ThreadShard extends ThreadHandle {
     this.worker.postMessage(message);
   }
 
-  /** The Worker's own "exit" event follows. */
+  /**
+   * Said as a SIGKILL, as Deno's threads and child processes say it (the Worker's own "exit",
+   * code 1, follows and is then ignored).
+   */
   protected terminate(): void {
     void this.worker.terminate();
+    this.exited(null, "SIGKILL");
   }
 }
