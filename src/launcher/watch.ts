@@ -126,24 +126,17 @@ export async function watchForChanges(
         folders.every((root) => isIgnored(relative(root, path)) || isIgnored(basename(path))),
     });
     chokidar.on("all", (_event, path) => changed(path));
-    // An error before "ready" fails the start; one after it (a folder that cannot be watched, the
-    // inotify limit) is said once per message and the rest is watched on. Without a listener
-    // for every error, node:events would throw the second one out of chokidar.
-    let ready = false;
+    // An error (a symbolic link loop, a folder that cannot be read, the inotify limit) is said
+    // once per message and the rest is watched on; chokidar is ready after it. Without a
+    // listener for every error, node:events would throw the second one out of chokidar.
     const said = new Set<string>();
-    await new Promise<void>((resolve, reject) => {
-      chokidar.on("error", (error) => {
-        if (!ready) return reject(error);
-        const message = (error as Error).message;
-        if (said.has(message)) return;
-        said.add(message);
-        log.warn(`--watch: ${message}: changes there are not seen`);
-      });
-      chokidar.once("ready", () => {
-        ready = true;
-        resolve();
-      });
+    chokidar.on("error", (error) => {
+      const message = (error as Error).message;
+      if (said.has(message)) return;
+      said.add(message);
+      log.warn(`--watch: ${message}: changes there are not seen`);
     });
+    await new Promise<void>((resolve) => chokidar.once("ready", resolve));
     watcher = chokidar;
   }
   return {
