@@ -92,19 +92,23 @@ async function sweepStale(own: string): Promise<void> {
 
 /**
  * Accepts the shards' connections for the launcher's life. A failed accept (EMFILE: no file
- * descriptor left) is said and tried again a moment later: unhandled, it would end the launcher.
+ * descriptor left) is said once and tried again each second: unhandled, it would end the launcher.
  */
 async function accept(listener: Deno.Listener, channels: ChannelServer): Promise<void> {
+  let said = false;
   for (;;) {
     try {
       return await acceptAll(listener, channels);
     } catch (error) {
       if (error instanceof Deno.errors.BadResource) return; // the listener is closed
-      const { log } = await import("../src/log.ts");
-      log.warn(
-        `the shards' channel could not accept a connection (${(error as Error).message}): trying again`,
-      );
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      if (!said) {
+        said = true;
+        const { log } = await import("../src/log.ts");
+        log.warn(
+          `the shards' channel could not accept a connection (${(error as Error).message}): trying again each second`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
     }
   }
 }

@@ -385,9 +385,11 @@ export function shardSuite(rt: RuntimeUnderTest): void {
         const after = await get(`http://127.0.0.1:${metricsPort}/metrics`);
         assert.match(after.body, /^shardport_shard_restarts_total\{shard="\d"\} 1$/m);
       }
-      // To the whole process group, as a terminal's hang-up or `kill -HUP -- -PGID` sends it:
-      // the shards ignore it, the launcher reloads.
-      process.kill(-(app.child.pid as number), "SIGHUP");
+      // A SIGHUP to the whole process group (a terminal's hang-up, `kill -HUP -- -PGID`) reaches
+      // the shards too: they ignore it. Sent to each shard here, since a package runner may
+      // forward the group's signal to the launcher once more (`deno task` does: two reloads).
+      for (const pid of await shardPids(app.url, 2)) process.kill(pid, "SIGHUP");
+      process.kill(app.launcherPid, "SIGHUP");
       await app.waitFor(/reload done: 2 shards replaced/);
       assert.doesNotMatch(app.output(), /SIGHUP/, "no shard ended by the SIGHUP");
       const reloaded = await get(`http://127.0.0.1:${metricsPort}/metrics`);

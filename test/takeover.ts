@@ -236,8 +236,8 @@ export function takeoverChain(): void {
       };
       const first = await start(unreaped, [...common, "--drain-timeout", "30000", FAULT_APP]);
       try {
-        // In flight on the old shard past the new launcher's wait (its --drain-timeout + 5 s).
-        const slow = get(`${first.url}/slow?ms=7000`, 30_000);
+        // In flight on the old shard well past the new launcher's wait (its --drain-timeout + 5 s).
+        const slow = get(`${first.url}/slow?ms=9000`, 30_000);
         await first.waitFor(/slow request started/);
         const next = run(RUNTIMES.node, [...common, "--drain-timeout", "500", "--takeover", FAULT_APP]);
         await next.waitFor(new RegExp(`takeover: launcher pid ${first.launcherPid} is draining`));
@@ -258,6 +258,9 @@ export function takeoverChain(): void {
         process.kill(launcherPid, "SIGTERM");
         assert.equal(await next.exited, 0, next.output());
       } finally {
+        try {
+          process.kill(first.launcherPid, "SIGKILL"); // left running only by a failed assertion
+        } catch {}
         first.child.kill("SIGTERM"); // the sleep, which then reaps nothing: the zombie goes with it
       }
     });

@@ -374,7 +374,8 @@ export async function launch(
     if (warning) log.warn(warning);
   }
   /**
-   * A port of the launcher's own that it cannot serve, or a --watch that cannot start: before a takeover's hand-over or without
+   * A port of the launcher's own that it cannot serve, or a --watch whose watcher cannot be
+   * loaded: before a takeover's hand-over or without
    * one, the start fails (drain, exit 1); after the old launcher was told to go, these shards are
    * all that serves, so the launcher says so and serves on without it.
    */

@@ -103,12 +103,19 @@ function events(monitor: Monitor, info: DashboardInfo, request: IncomingMessage,
     response.end();
     return;
   }
-  // A page that stops reading (a suspended tab, a stalled client) is dropped once 1 MB waits for
-  // it, rather than buffered without end; the browser's EventSource connects anew.
+  // A page that stops reading (a suspended tab, a stalled client) is dropped once 1 MB of events
+  // after `init` waits for it, rather than buffered without end; the browser's EventSource
+  // connects anew. Counted from write()'s answer and "drain" (Bun's writableLength is a constant).
+  let unread = 0;
+  response.on("drain", () => {
+    unread = 0;
+  });
   const send = (name: string, data: unknown) => {
     if (response.destroyed) return;
-    response.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
-    if (response.writableLength > MAX_UNREAD) response.destroy();
+    const chunk = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+    if (response.write(chunk) || name === "init") return;
+    unread += chunk.length;
+    if (unread > MAX_UNREAD) response.destroy();
   };
   const { history, view } = monitor.current();
   send("init", { info, history, view: compact(view), events: recentEvents() });

@@ -31,7 +31,7 @@ import {
   type TcpListener,
   tcpListeners,
 } from "./port-holder.ts";
-import { commandLine, findRunner, parentOf } from "./runner.ts";
+import { commandLine, findRunner, parentOf, statFields } from "./runner.ts";
 import { Takeover } from "./takeover.ts";
 
 /**
@@ -251,8 +251,7 @@ function pidFilePids(): Map<number, number> {
 /** When a process started, in ms since the epoch: boot time plus its start in clock ticks (100 a second). */
 function startedAt(pid: number, readText: ReadText): number | undefined {
   try {
-    const stat = readText(`/proc/${pid}/stat`);
-    const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+    const ticks = Number(statFields(pid, readText)?.[19]);
     const boot = Number(/^btime (\d+)$/m.exec(readText("/proc/stat"))?.[1]);
     return Number.isFinite(ticks) && Number.isFinite(boot) ? boot * 1000 + ticks * 10 : undefined;
   } catch {

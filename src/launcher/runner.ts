@@ -32,14 +32,24 @@ export function commandLine(pid: number | "self", readText: ReadText): string[] 
   }
 }
 
-/** The parent pid of `pid`, from /proc/PID/stat (its 4th field, after the command's name). */
-export function parentOf(pid: number, readText: ReadText): number | undefined {
+/**
+ * The fields of /proc/PID/stat from the 3rd on (the state is [0], the parent pid [1], the start
+ * time in clock ticks since boot [19]): counted from the end of the command's name, which may
+ * hold spaces and parentheses. Undefined once the process is gone.
+ */
+export function statFields(pid: number, readText: ReadText): string[] | undefined {
   try {
     const stat = readText(`/proc/${pid}/stat`);
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
     return undefined;
   }
+}
+
+/** The parent pid of `pid`, from /proc/PID/stat. */
+export function parentOf(pid: number, readText: ReadText): number | undefined {
+  const fields = statFields(pid, readText);
+  return fields && Number(fields[1]);
 }
 
 const SCRIPT_RUNNERS = new Set(["npm", "npx", "pnpm", "pnpx", "yarn", "bunx"]);

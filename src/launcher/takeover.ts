@@ -20,7 +20,8 @@ import type { Config } from "./config.ts";
 import { type ControlSocket, queryLauncher, writePidFile } from "./control.ts";
 import { event } from "./events.ts";
 import type { OldLauncher } from "./guard.ts";
-import { exists as alive } from "./runner.ts";
+import { exists as alive, statFields } from "./runner.ts";
+import type { Supervisor } from "./supervisor.ts";
 
 /**
  * Whether `pid` still runs the process that had `start` (its start time in clock ticks since
@@ -34,17 +35,9 @@ export function runs(pid: number, start: string | undefined): boolean {
 }
 
 function procStat(pid: number): { state: string; start: string } | undefined {
-  try {
-    // The command name (field 2) may hold spaces and parentheses: fields count from its end.
-    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return { state: fields[0], start: fields[19] };
-  } catch {
-    return undefined;
-  }
+  const fields = statFields(pid, (path) => readFileSync(path, "utf8"));
+  return fields && { state: fields[0], start: fields[19] };
 }
-
-import type { Supervisor } from "./supervisor.ts";
 
 /** What `status` shows while a takeover runs. */
 export interface TakeoverStatus {
@@ -150,12 +143,13 @@ export class Takeover {
         await queryLauncher("", 0, "stop", { path: old.socket, timeoutMs: 5000 });
         return;
       } catch (error) {
-        if (!alive(old.pid)) return;
+        if (!runs(old.pid, this.oldStart)) return;
         log.warn(
           `launcher pid ${old.pid} did not take \`stop\` (${(error as Error).message}): sending SIGTERM`,
         );
       }
     }
+    if (!runs(old.pid, this.oldStart)) return;
     try {
       process.kill(old.pid, "SIGTERM");
     } catch {}

@@ -127,13 +127,14 @@ export async function watchForChanges(
     });
     chokidar.on("all", (_event, path) => changed(path));
     // An error (a symbolic link loop, a folder that cannot be read, the inotify limit) is said
-    // once per message and the rest is watched on; chokidar is ready after it. Without a
+    // once per kind and the rest is watched on; chokidar is ready after it. Without a
     // listener for every error, node:events would throw the second one out of chokidar.
     const said = new Set<string>();
     chokidar.on("error", (error) => {
-      const message = (error as Error).message;
-      if (said.has(message)) return;
-      said.add(message);
+      // Once per kind (ELOOP, EACCES, ENOSPC...): the inotify limit would say it for every folder.
+      const { message, code } = error as NodeJS.ErrnoException;
+      if (said.has(code ?? message)) return;
+      said.add(code ?? message);
       log.warn(`--watch: ${message}: changes there are not seen`);
     });
     await new Promise<void>((resolve) => chokidar.once("ready", resolve));
