@@ -4,7 +4,7 @@
  * @module
  */
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
-import { ThreadHandle } from "../src/launcher/thread-handle.ts";
+import { ThreadHandle, Turns } from "../src/launcher/thread-handle.ts";
 import { log } from "../src/log.ts";
 import { demoAppBeside, main } from "../src/main.ts";
 import { type LauncherMessage, SHARD_ENV, type ShardSpec } from "../src/protocol.ts";
@@ -102,7 +102,7 @@ function stopsListenerOnDrain(child: ShardHandle, spec: ShardSpec): ShardHandle 
 
 let threads = 0;
 /** Shard threads take turns to listen, so that each listener is known by its thread. */
-let listenTurns: Promise<void> = Promise.resolve();
+const listenTurns = new Turns();
 /** The listeners known to be a shard thread's (by socket cookie). */
 const threadListeners = new Set<bigint>();
 let narrowThreads: boolean | undefined;
@@ -197,16 +197,7 @@ class DenoThread extends ThreadHandle {
       this.post({ type: "listen-go" });
       return;
     }
-    listenTurns = listenTurns.then(
-      () =>
-        new Promise<void>((resolve) => {
-          // Ended while it waited in the queue: its "exit" has been said already.
-          if (!this.connected) return resolve();
-          this.listened = resolve;
-          this.once("exit", resolve);
-          this.post({ type: "listen-go" });
-        }),
-    );
+    this.listened = listenTurns.take(this, () => this.post({ type: "listen-go" }));
   }
 
   protected post(message: LauncherMessage | { type: "listen-go" }): void {

@@ -142,3 +142,37 @@ describe("deno launcher", () => {
     assert.match(app.output(), /launcher node layer at exit: true /);
   });
 });
+
+describe("deno shard threads take turns to listen", () => {
+  test("a thread that ends while it waits for its turn does not hold the turns after it", async () => {
+    const { ThreadHandle, Turns } = await import("../src/launcher/thread-handle.ts");
+    class Thread extends ThreadHandle {
+      readonly pid = process.pid;
+      readonly label = "thread";
+      protected post(): void {}
+      protected terminate(): void {
+        this.exited(null, "SIGKILL");
+      }
+    }
+    const turns = new Turns();
+    const [a, b, c] = [new Thread(), new Thread(), new Thread()];
+    const started: string[] = [];
+    const turnOf = (name: string, thread: Thread) =>
+      new Promise<() => void>((resolve) => {
+        const end = turns.take(thread, () => {
+          started.push(name);
+          resolve(end);
+        });
+      });
+    const endA = await turnOf("a", a);
+    const bStarted = turnOf("b", b);
+    b.kill("SIGKILL"); // ends while a holds the turn
+    endA();
+    // c is started within a second, or never: b's turn must not wait for an exit already said.
+    const cStarted = turnOf("c", c);
+    const timeout = new Promise<string>((resolve) => setTimeout(() => resolve("timed out"), 1000).unref());
+    assert.notEqual(await Promise.race([cStarted, timeout]), "timed out", `started: ${started.join(", ")}`);
+    assert.deepEqual(started, ["a", "c"]);
+    assert.equal(await Promise.race([bStarted.then(() => "b started"), Promise.resolve("no")]), "no");
+  });
+});

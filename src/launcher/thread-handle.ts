@@ -42,3 +42,31 @@ export abstract class ThreadHandle extends Emitter {
     return true;
   }
 }
+
+/**
+ * Turns taken one at a time, in the order asked for (Deno's shard threads listen in turn, so that
+ * each listener is known by its thread). A turn starts once every earlier one has ended, and
+ * ends when the function take() returns is called or when its thread exits; a thread that exited
+ * while it waited has no turn, and the next one starts.
+ */
+export class Turns {
+  private tail: Promise<void> = Promise.resolve();
+
+  take(thread: ThreadHandle, start: () => void): () => void {
+    let end: () => void = () => {};
+    const ended = new Promise<void>((resolve) => {
+      end = resolve;
+    });
+    this.tail = this.tail.then(
+      () =>
+        new Promise<void>((resolve) => {
+          // Its "exit" was said while it waited: it will not be said again.
+          if (!thread.connected) return resolve();
+          void ended.then(resolve);
+          thread.once("exit", () => resolve());
+          start();
+        }),
+    );
+    return end;
+  }
+}
