@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { addressesOverlap, parseIp, parseProcAddress, tcpListeners } from "../src/launcher/port-holder.ts";
-import { isRunner } from "../src/launcher/runner.ts";
+import { isRunner, statFields } from "../src/launcher/runner.ts";
 import {
   childrenOf,
   eventually,
@@ -242,10 +242,7 @@ describe("no orphaned service", () => {
 describe("takeover: is the old launcher still running?", () => {
   test("a zombie, a pid now another process's and a gone pid count as exited", async () => {
     const { runs } = await import("../src/launcher/takeover.ts");
-    const stat = (pid: number) => {
-      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-      return text.slice(text.lastIndexOf(")") + 2).split(" ");
-    };
+    const stat = (pid: number) => statFields(pid, (path) => readFileSync(path, "utf8")) ?? [];
     const start = stat(process.pid)[19];
     assert.equal(runs(process.pid, start), true);
     assert.equal(runs(process.pid, undefined), true);

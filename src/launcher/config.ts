@@ -179,6 +179,21 @@ function splitWatchPaths(args: string[]): string[] {
   );
 }
 
+/**
+ * node:util's parser, strict: an unknown flag or a missing value is refused, in one line. (On
+ * Deno, node:util loads without booting the Node layer: the early start stays free of it.)
+ */
+function parseStrict(args: string[]) {
+  try {
+    return parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
+  } catch (error) {
+    const message = (error as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(message);
+    if (unknown) throw new UsageError(`unknown flag ${unknown[1]} (see --help)`);
+    throw new UsageError(message.split("\n")[0]);
+  }
+}
+
 /** `--canary` and its thresholds; they need --takeover (and the thresholds need --canary). */
 function canaryOf(values: Record<string, string | boolean | undefined>): Canary | undefined {
   const given = ["canary-5xx", "canary-p99"].find((flag) => values[flag] !== undefined);
@@ -244,19 +259,7 @@ export function parseConfig(
   // `scale -1` would otherwise fail as an unknown flag.
   const negativeScale = argv.find((arg, i) => argv[i - 1] === "scale" && /^-\d/.test(arg));
   if (negativeScale !== undefined) integer("scale", negativeScale, 1, MAX_SHARDS);
-  // node:util's parser, strict: an unknown flag or a missing value is refused. (On Deno, node:util
-  // loads without booting the Node layer: the early start stays free of it.)
-  let parsed: ReturnType<typeof parse>;
-  const parse = (args: string[]) =>
-    parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
-  try {
-    parsed = parse(splitWatchPaths(joinNegativeValues(argv)));
-  } catch (error) {
-    const message = (error as Error).message;
-    const unknown = /Unknown option '([^']+)'/.exec(message);
-    if (unknown) throw new UsageError(`unknown flag ${unknown[1]} (see --help)`);
-    throw new UsageError(message.split("\n")[0]);
-  }
+  const parsed = parseStrict(splitWatchPaths(joinNegativeValues(argv)));
   const { values } = parsed;
   let positionals = parsed.positionals;
   let command: Config["command"] = "serve";

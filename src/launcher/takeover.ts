@@ -20,17 +20,17 @@ import type { Config } from "./config.ts";
 import { type ControlSocket, queryLauncher, writePidFile } from "./control.ts";
 import { event } from "./events.ts";
 import type { OldLauncher } from "./guard.ts";
-import { exists as alive, statFields } from "./runner.ts";
+import { statFields } from "./runner.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 /**
  * Whether `pid` still runs the process that had `start` (its start time in clock ticks since
  * boot, field 22 of /proc/PID/stat): false once it has exited, even as a zombie its parent never
- * reaps, or once the pid names another process. Without /proc, whether the pid exists.
+ * reaps, or once the pid names another process.
  */
 export function runs(pid: number, start: string | undefined): boolean {
   const stat = procStat(pid);
-  if (stat === undefined) return start === undefined ? alive(pid) : false;
+  if (stat === undefined) return false;
   return stat.state !== "Z" && stat.state !== "X" && (start === undefined || stat.start === start);
 }
 
