@@ -6,10 +6,8 @@
  * `process.send` and `process.on("message")` talk to this channel as to node:child_process's.
  * @module
  */
+import { Emitter } from "../src/launcher/emitter.ts";
 import type { LauncherMessage } from "../src/protocol.ts";
-
-// Not an import: esbuild would hoist it to the top of dist/bun.js's shared chunk, into every shard.
-const { EventEmitter } = process.getBuiltinModule("node:events");
 
 /** A signal's name ("SIGKILL"), however Bun gives it. */
 function signalName(signal: number | string | null): string | null {
@@ -18,7 +16,7 @@ function signalName(signal: number | string | null): string | null {
   return Object.keys(names).find((name) => names[name] === signal) ?? `signal ${signal}`;
 }
 
-export class BunShardProcess extends EventEmitter {
+export class BunShardProcess extends Emitter {
   /** Undefined where the process could not be started (then only "error" is emitted). */
   readonly pid?: number;
   connected = false;

@@ -5,8 +5,9 @@
  */
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
+import { nodeProc } from "../src/proc.ts";
 import { ListenError, type Runtime } from "../src/types.ts";
-import { listenFindingSocket, type OwnListener, readAcceptedSleeping } from "./bun-listener.ts";
+import type { OwnListener } from "./bun-listener.ts";
 
 // No node: module at the top: a shard process loads none of the launcher's (node:child_process,
 // node:url cost Bun a few ms each at start).
@@ -14,6 +15,18 @@ const entry = import.meta.path;
 
 export const bun: Runtime = {
   name: "bun",
+  // `process` as on Node, but a file is asked of Bun.file: node:fs would cost the launcher's way
+  // to its first shards 3 to 5 ms of loading (the rest of the launcher loads it afterwards).
+  proc: {
+    ...nodeProc,
+    isFile: (path) =>
+      Bun.file(path)
+        .stat()
+        .then(
+          (stats) => stats.isFile(),
+          () => false,
+        ),
+  },
   entry,
   version: Bun.version,
   refusesHttp: { node: "Bun's node:http silently drops reusePort (oven-sh/bun#43690)" },
@@ -32,6 +45,8 @@ export const bun: Runtime = {
   async listen({ port, host, fetch, tls }) {
     let server: Bun.Server<undefined>;
     let own: OwnListener | undefined;
+    // Shards only: the launcher, which loads this module too, never listens through it.
+    const { listenFindingSocket, readAcceptedSleeping } = await import("./bun-listener.ts");
     try {
       // HTTPS: the PEM the launcher checked for this generation; h2 and http/1.1 by ALPN.
       const secure = tls && { tls: { cert: tls.cert, key: tls.key }, http2: true };

@@ -231,13 +231,11 @@ const proc: Proc = {
   cwd: () => Deno.cwd(),
   // The affinity mask, as availableParallelism() (sched_getaffinity) gives it.
   cpus: () => navigator.hardwareConcurrency,
-  isFile(path) {
-    try {
-      return Deno.statSync(path).isFile;
-    } catch {
-      return false;
-    }
-  },
+  isFile: (path) =>
+    Deno.stat(path).then(
+      (info) => info.isFile,
+      () => false,
+    ),
   exists(path) {
     try {
       Deno.statSync(path);

@@ -12,13 +12,14 @@ export const nodeProc: Proc = {
   platform: () => process.platform,
   cwd: () => process.cwd(),
   cpus: () => process.getBuiltinModule("node:os").availableParallelism(),
-  isFile(path) {
-    try {
-      return process.getBuiltinModule("node:fs").statSync(path).isFile();
-    } catch {
-      return false;
-    }
-  },
+  isFile: (path) =>
+    process
+      .getBuiltinModule("node:fs")
+      .promises.stat(path)
+      .then(
+        (stats) => stats.isFile(),
+        () => false,
+      ),
   exists: (path) => process.getBuiltinModule("node:fs").existsSync(path),
   onSignal: (signal, listener) => process.on(signal, listener),
   offSignal: (signal, listener) => process.off(signal, listener),

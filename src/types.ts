@@ -137,7 +137,7 @@ export interface Proc {
   /** The CPUs this process may use (its affinity), as node:os's availableParallelism() says. */
   cpus(): number;
   /** True where `path` is a file (not a folder), false where it is none or cannot be read. */
-  isFile(path: string): boolean;
+  isFile(path: string): Promise<boolean>;
   exists(path: string): boolean;
   onSignal(signal: CaughtSignal, listener: () => void): void;
   offSignal(signal: CaughtSignal, listener: () => void): void;
