@@ -59,19 +59,38 @@ function shardPermissions(access: ShardAccess) {
   return { net: [address(access)], read, env: true, sys: ["hostname"] };
 }
 
+/** Deno's short forms of the permission flags a shard process is given. */
+const SHORT_FLAGS: Record<string, string> = {
+  "-N": "net",
+  "-R": "read",
+  "-W": "write",
+  "-E": "env",
+  "-S": "sys",
+};
+
 /**
  * As a shard process's flags, plus what SHARDPORT_DENO_FLAGS adds. `channel`: the launcher's
  * socket (runtimes/deno-process.ts), which Deno asks net, read and write access for to connect.
+ * Deno joins two lists of one kind (`--allow-write=a --allow-write=b`), but a list wins over that
+ * kind's bare flag whatever their order, and `--allow-all` refuses any other: so a bare flag
+ * (`--allow-net`, `-N`) given there replaces ours of its kind, and `-A` all of ours.
  */
 function permissions(access: ShardAccess, channel: string): string[] {
   const { net, read, sys } = shardPermissions(access);
   const extra = (Deno.env.get("SHARDPORT_DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
+  if (extra.includes("-A") || extra.includes("--allow-all")) return extra;
+  const widened = new Set(extra.map((flag) => SHORT_FLAGS[flag] ?? /^--allow-(\w+)$/.exec(flag)?.[1]));
+  const ours: [string, string | undefined][] = [
+    ["net", [...net, `unix:${channel}`].join(",")],
+    ["read", [...read, channel].join(",")],
+    ["write", channel],
+    ["env", undefined],
+    ["sys", sys.join(",")],
+  ];
   return [
-    `--allow-net=${[...net, `unix:${channel}`].join(",")}`,
-    `--allow-read=${[...read, channel].join(",")}`,
-    `--allow-write=${channel}`,
-    "--allow-env",
-    `--allow-sys=${sys.join(",")}`,
+    ...ours
+      .filter(([kind]) => !widened.has(kind))
+      .map(([kind, list]) => (list === undefined ? `--allow-${kind}` : `--allow-${kind}=${list}`)),
     ...extra,
   ];
 }

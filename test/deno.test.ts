@@ -39,15 +39,16 @@ describe("deno permissions", () => {
   }
 
   test("SHARDPORT_DENO_FLAGS reaches a shard process; shard threads then keep the launcher's permissions", async () => {
-    const env = { SHARDPORT_DENO_FLAGS: "--allow-read=/etc/hostname" };
-    const asked = async (mode: string) => {
+    const asked = async (mode: string, flags = "--allow-read=/etc/hostname") => {
       const args = ["--shards", "1", "--port", String(freshPort()), "--mode", mode];
+      const env = { SHARDPORT_DENO_FLAGS: flags };
       const app = await start(RUNTIMES.deno, [...args, "test/fixtures/deno-permissions.ts"], env);
       const reply = await get(app.url);
       process.kill(app.launcherPid, "SIGTERM");
       assert.equal(await app.exited, 0);
-      rmSync(join(tmpdir(), `shardport-permission-probe-${app.launcherPid}`), { force: true });
-      return JSON.parse(reply.body);
+      const { pid, ...allowed } = JSON.parse(reply.body);
+      rmSync(join(tmpdir(), `shardport-permission-probe-${pid}`), { force: true });
+      return allowed;
     };
     assert.deepEqual(await asked("process"), {
       run: "NotCapable",
@@ -60,6 +61,16 @@ describe("deno permissions", () => {
     assert.equal(thread.run, "allowed");
     assert.equal(thread.write, "allowed");
     assert.equal(thread.read, "allowed");
+    // A bare flag widens its kind (Deno would keep the shard's own narrow list), -A everything.
+    const net = await asked("process", "--allow-net");
+    assert.notEqual(net.listen, "NotCapable");
+    assert.equal(net.run, "NotCapable");
+    assert.deepEqual(Object.values(await asked("process", "-A")), [
+      "allowed",
+      "allowed",
+      "allowed",
+      "allowed",
+    ]);
   });
 });
 
