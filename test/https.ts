@@ -530,6 +530,7 @@ export function httpsSuite(rt: RuntimeUnderTest): void {
       assert.match(metrics.body, /^shardport_requests_total\{shard="\d+",status="200"\} \d+$/m);
       const reload = run(rt, ["reload", "--port", String(port)]);
       assert.equal(await reload.exited, 0, reload.output());
+      assert.match(reload.output(), /^shardport: reloaded https:\/\/127\.0\.0\.1:\d+ \(launcher pid \d+\)/m);
       await app.waitFor(/reload done: 2 shards replaced/);
       const after = await shardPids(app.url, 2);
       assert.ok(

@@ -143,6 +143,8 @@ export async function runLauncher(
  */
 async function command(config: Config): Promise<never> {
   const { host, port } = config;
+  /** The launcher's URL as it answered it (https:// where it serves HTTPS). */
+  const where = (answer: { url?: string }) => answer.url ?? urlOf(config);
   try {
     if (config.command === "status") {
       process.stdout.write(formatStatus((await queryLauncher(host, port, "status")) as LauncherStatus));
@@ -154,25 +156,27 @@ async function command(config: Config): Promise<never> {
     if (config.command === "reload") {
       const answer = (await queryLauncher(host, port, "reload", { timeoutMs: 0 })) as ReloadResult & {
         pid: number;
+        url?: string;
       };
       if ("error" in answer)
-        exit(EXIT.failed, `${urlOf(config)} (launcher pid ${answer.pid}): ${answer.error}`);
-      say.out(`reloaded ${urlOf(config)} (launcher pid ${answer.pid}): generation ${answer.generation}`);
+        exit(EXIT.failed, `${where(answer)} (launcher pid ${answer.pid}): ${answer.error}`);
+      say.out(`reloaded ${where(answer)} (launcher pid ${answer.pid}): generation ${answer.generation}`);
       exit(EXIT.ok);
     }
     if (config.command === "scale") {
       const answer = (await queryLauncher(host, port, `scale ${config.scaleTo}`, {
         timeoutMs: 0,
-      })) as ScaleResult & { pid: number };
+      })) as ScaleResult & { pid: number; url?: string };
       if ("error" in answer)
-        exit(EXIT.failed, `${urlOf(config)} (launcher pid ${answer.pid}): ${answer.error}`);
-      say.out(`scaled ${urlOf(config)} (launcher pid ${answer.pid}): ${answer.shards} shards`);
+        exit(EXIT.failed, `${where(answer)} (launcher pid ${answer.pid}): ${answer.error}`);
+      say.out(`scaled ${where(answer)} (launcher pid ${answer.pid}): ${answer.shards} shards`);
       exit(EXIT.ok);
     }
     const answer = (await queryLauncher(host, port, "stop", { timeoutMs: 0, untilClosed: true })) as {
       pid: number;
+      url?: string;
     };
-    say.out(`stopped ${urlOf(config)} (launcher pid ${answer.pid})`);
+    say.out(`stopped ${where(answer)} (launcher pid ${answer.pid})`);
     exit(EXIT.ok);
   } catch (error) {
     exit(EXIT.failed, (error as Error).message);
@@ -292,7 +296,8 @@ export async function launch(
       })),
     });
     const top = async () => ({ ...header(), ...(await monitor.watch()), events: recentEvents() });
-    const pid = { pid: process.pid };
+    // Its own URL with each answer: a client knows the host and port, not whether it is HTTPS.
+    const pid = { pid: process.pid, url: urlOf(config) };
     control = await serveControl(
       config.host,
       config.port,
