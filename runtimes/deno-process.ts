@@ -67,10 +67,14 @@ function channelServer(): ChannelServer {
   return server;
 }
 
+/** A folder without a socket older than this is a launcher's that never made it (killed at once). */
+const EMPTY_STALE_MS = 60_000;
+
 /**
  * Removes the folders that launchers killed by SIGKILL left behind (they had no time to): a
- * folder whose socket refuses connections has no launcher any more. A socket not made yet, or
- * another user's folder, is left alone.
+ * folder whose socket refuses connections has no launcher any more, nor has one still without a
+ * socket a minute after it was made (a launcher makes its socket right after its folder). A
+ * socket just being made, or another user's folder, is left alone.
  */
 async function sweepStale(own: string): Promise<void> {
   const parent = own.slice(0, own.lastIndexOf("/"));
@@ -81,8 +85,12 @@ async function sweepStale(own: string): Promise<void> {
       try {
         (await Deno.connect({ transport: "unix", path: `${dir}/${SOCKET}` })).close();
       } catch (error) {
-        if (error instanceof Deno.errors.ConnectionRefused)
-          await Deno.remove(dir, { recursive: true }).catch(() => {});
+        const stale =
+          error instanceof Deno.errors.ConnectionRefused ||
+          (error instanceof Deno.errors.NotFound &&
+            Date.now() - ((await Deno.stat(dir).catch(() => undefined))?.mtime?.getTime() ?? Date.now()) >
+              EMPTY_STALE_MS);
+        if (stale) await Deno.remove(dir, { recursive: true }).catch(() => {});
       }
     }
   } catch {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
@@ -117,14 +117,27 @@ describe("deno shard process", () => {
     process.kill(killed.launcherPid, "SIGKILL");
     await killed.exited;
     // The socket's end tells the shard that its launcher is gone: it drains and exits.
-    await eventually(() => !isAlive(shard), 5000);
+    assert.ok(await eventually(() => !isAlive(shard), 5000), "the shard of a SIGKILLed launcher exits");
     assert.ok(existsSync(left), "a SIGKILLed launcher cannot remove its folder");
+    // Folders without a socket: one made 10 minutes ago (a launcher killed before it made its
+    // socket) goes too, one just made (a launcher making its socket) stays.
+    const [empty, fresh] = ["old", "new"].map(
+      (age) => `${dirname(left)}/shardport-channel-test${age}${process.pid}`,
+    );
+    mkdirSync(empty);
+    mkdirSync(fresh);
+    const tenMinutesAgo = new Date(Date.now() - 600_000);
+    utimesSync(empty, tenMinutesAgo, tenMinutesAgo);
     const next = await start(RUNTIMES.deno, args(freshPort()));
     try {
-      await eventually(() => !existsSync(left), 10_000);
+      assert.ok(await eventually(() => !existsSync(left), 10_000), "the folder of the killed launcher goes");
+      assert.ok(await eventually(() => !existsSync(empty), 5_000), "an old folder without a socket goes");
       assert.ok(existsSync(dirname(socketOf(childrenOf(next.launcherPid)[0]))), "its own stays");
+      assert.ok(existsSync(fresh), "a folder just made stays");
     } finally {
       process.kill(next.launcherPid, "SIGTERM");
+      rmSync(empty, { recursive: true, force: true });
+      rmSync(fresh, { recursive: true, force: true });
     }
     assert.equal(await next.exited, 0);
   });

@@ -135,7 +135,10 @@ describe("top", () => {
     assert.doesNotMatch(screen("q"), /pid \d+\s+ready/, "the alternate screen is gone");
 
     session("ctrl-c");
-    await eventually(() => rowPids(screen("ctrl-c")).length === 3, 10_000, 200);
+    assert.ok(
+      await eventually(() => rowPids(screen("ctrl-c")).length === 3, 10_000, 200),
+      "top shows 3 shards",
+    );
     tmux("send-keys", "-t", "ctrl-c", "C-c");
     assert.ok(await eventually(() => exitCode("ctrl-c") !== undefined, 5000, 100), "Ctrl-C quits");
     assert.equal(exitCode("ctrl-c"), "0");
