@@ -19,13 +19,13 @@ export const bun: Runtime = {
   // to its first shards 3 to 5 ms of loading (the rest of the launcher loads it afterwards).
   proc: {
     ...nodeProc,
-    isFile: (path) =>
-      Bun.file(path)
-        .stat()
-        .then(
-          (stats) => stats.isFile(),
-          () => false,
-        ),
+    async isFile(path) {
+      try {
+        return (await Bun.file(path).stat()).isFile();
+      } catch {
+        return false;
+      }
+    },
   },
   entry,
   version: Bun.version,

@@ -60,26 +60,51 @@ function shardPermissions(access: ShardAccess) {
 }
 
 /** Deno's short forms of the permission flags a shard process is given. */
-const SHORT_FLAGS: Record<string, string> = {
-  "-N": "net",
-  "-R": "read",
-  "-W": "write",
-  "-E": "env",
-  "-S": "sys",
-};
+const SHORT_FLAGS: Record<string, string> = { N: "net", R: "read", W: "write", E: "env", S: "sys" };
+
+/** SHARDPORT_DENO_FLAGS's words. */
+const userFlags = () => (Deno.env.get("SHARDPORT_DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
+
+/**
+ * A word of SHARDPORT_DENO_FLAGS that is not a flag: Deno takes a flag's list only after `=`
+ * (`--allow-read /srv` would make `/srv` the script to run, and every shard fail).
+ */
+function flagsProblem(): string | undefined {
+  const word = userFlags().find((each) => !each.startsWith("-"));
+  if (word === undefined) return undefined;
+  return `SHARDPORT_DENO_FLAGS: '${word}' is not a flag; give a flag's list after '=', e.g. --allow-read=${word}`;
+}
+
+/** The kinds a flag grants in full (a bare --allow-net, -N, -NR), "all" for -A, else none. */
+function widens(flag: string): string[] {
+  if (flag === "--allow-all") return ["all"];
+  const long = /^--allow-(\w+)$/.exec(flag);
+  if (long) return [long[1]];
+  const short = /^-([A-Za-z]+)$/.exec(flag);
+  if (!short) return [];
+  return [...short[1]].flatMap((letter) =>
+    letter === "A" ? ["all"] : SHORT_FLAGS[letter] ? [SHORT_FLAGS[letter]] : [],
+  );
+}
+
+/** The kind a flag grants a list of (--allow-net=..., -N=...), if any. */
+const listKind = (flag: string) =>
+  /^--allow-(\w+)=/.exec(flag)?.[1] ?? SHORT_FLAGS[/^-([NRWES])=/.exec(flag)?.[1] ?? ""];
 
 /**
  * As a shard process's flags, plus what SHARDPORT_DENO_FLAGS adds. `channel`: the launcher's
  * socket (runtimes/deno-process.ts), which Deno asks net, read and write access for to connect.
  * Deno joins two lists of one kind (`--allow-write=a --allow-write=b`), but a list wins over that
- * kind's bare flag whatever their order, and `--allow-all` refuses any other: so a bare flag
- * (`--allow-net`, `-N`) given there replaces ours of its kind, and `-A` all of ours.
+ * kind's bare flag whatever their order, and `--allow-all` refuses any other. So a bare flag
+ * (`--allow-net`, `-N`, `-NR`) given there replaces ours of its kind, `-A` all of ours; a list of
+ * a kind we grant in full (`--allow-env=HOME`) is left out, since it would narrow ours (a shard
+ * must read its spec from the environment).
  */
 function permissions(access: ShardAccess, channel: string): string[] {
   const { net, read, sys } = shardPermissions(access);
-  const extra = (Deno.env.get("SHARDPORT_DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
-  if (extra.includes("-A") || extra.includes("--allow-all")) return extra;
-  const widened = new Set(extra.map((flag) => SHORT_FLAGS[flag] ?? /^--allow-(\w+)$/.exec(flag)?.[1]));
+  const extra = userFlags();
+  const widened = new Set(extra.flatMap(widens));
+  if (widened.has("all")) return extra;
   const ours: [string, string | undefined][] = [
     ["net", [...net, `unix:${channel}`].join(",")],
     ["read", [...read, channel].join(",")],
@@ -87,11 +112,12 @@ function permissions(access: ShardAccess, channel: string): string[] {
     ["env", undefined],
     ["sys", sys.join(",")],
   ];
+  const full = new Set(ours.filter(([, list]) => list === undefined).map(([kind]) => kind));
   return [
     ...ours
       .filter(([kind]) => !widened.has(kind))
       .map(([kind, list]) => (list === undefined ? `--allow-${kind}` : `--allow-${kind}=${list}`)),
-    ...extra,
+    ...extra.filter((flag) => !full.has(listKind(flag))),
   ];
 }
 
@@ -294,6 +320,7 @@ export const deno: Runtime = {
     }
   },
   spawnThread: (spec) => new DenoThread(spec),
+  environmentProblem: flagsProblem,
   memoryUsage: denoMemory,
   readProc,
   socketLinks,

@@ -96,6 +96,8 @@ export interface Runtime {
   readonly reusePortGap?: string;
   /** Why a --http choice cannot work on this runtime, for each one that cannot. */
   readonly refusesHttp?: Partial<Record<HttpServer, string>>;
+  /** What is wrong with the environment for this runtime's shards (a variable it reads), if anything. */
+  environmentProblem?(): string | undefined;
   /**
    * Whether a listener without SO_REUSEPORT could bind host:port now (then nothing listens
    * there), through the runtime's own sockets; without it, node:net answers.

@@ -202,6 +202,8 @@ export async function launch(
       EXIT.usage,
       `--http ${config.http} is not available on ${runtime.name}: ${refused}`,
     );
+  const environment = runtime.environmentProblem?.();
+  if (environment) throw new LaunchError(EXIT.usage, environment);
   // The app itself runs only in the shards: a shard that cannot load it refuses the start (exit 2).
   checkAppFile(config.app);
   // One pair per generation: every shard of it gets the PEM checked here (or by its reload).

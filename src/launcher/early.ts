@@ -88,6 +88,7 @@ export async function startEarly(
   }
   if (config.command !== "serve" || config.help || config.tls || runtime.reusePortGap) return [];
   if (runtime.refusesHttp?.[config.http] || proc.platform() !== "linux") return [];
+  if (runtime.environmentProblem?.()) return []; // the launcher refuses it
   if (!(await proc.isFile(config.app))) return [];
   // A name (localhost) may stand for several addresses, and the probe binds one: the guard, which
   // looks at every address the name resolves to, goes first then.

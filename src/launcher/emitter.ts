@@ -1,5 +1,5 @@
 /**
- * The events of a shard handle that is not a ChildProcess (a thread's, a Deno shard process's):
+ * The events of a shard handle that is not a ChildProcess (a thread's, a Bun or Deno shard process's):
  * on, once, off and emit as node:events's EventEmitter has them (listeners in the order added, a
  * listener removed during an emit still called in it, "error" with no listener thrown), without
  * node:events, which would cost Deno its Node layer on the launcher's way to its first shards.
@@ -23,8 +23,12 @@ export class Emitter implements HandleEvents {
   }
 
   once(event: string, listener: Listener): this {
+    let fired = false;
     const wrapped: Wrapped = (...args) => {
       this.off(event, wrapped);
+      // Once, even where a listener before it emits the same event again (as node:events does).
+      if (fired) return;
+      fired = true;
       listener.apply(this, args);
     };
     wrapped.listener = listener;
