@@ -62,6 +62,19 @@ function configs(): StartConfig[] {
       restarts: false,
       command: (port) => ({ argv: plain[runtime], env: { PORT: String(port) } }),
     });
+    if (runtime === "node")
+      list.push({
+        // Node's compile cache, which shardport's Node launcher turns on for its shards (both
+        // warm after the first round): what a bare process gets from it too.
+        name: "node bare process, compile cache",
+        runtime,
+        listeners: 1,
+        restarts: false,
+        command: (port) => ({
+          argv: plain.node,
+          env: { PORT: String(port), NODE_COMPILE_CACHE: join(tmpdir(), "shardport-bench-compile-cache") },
+        }),
+      });
     for (const shards of [2, 8]) {
       list.push({
         name: `${runtime} shardport ${shards}`,

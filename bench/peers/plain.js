@@ -28,4 +28,6 @@ if (globalThis.Bun) {
     ? { createServer: createSecureServer, serverOptions: { allowHTTP1: true, cert, key } }
     : {};
   createAdaptorServer({ fetch: app.fetch, ...tls }).listen({ port, host: hostname, reusePort: true });
+  // With NODE_COMPILE_CACHE (bench/startup.ts): on disk now, since the benchmark ends it by a signal.
+  process.getBuiltinModule("node:module").flushCompileCache?.();
 }

@@ -5,33 +5,10 @@
  * scripts that send signals themselves.
  * @module
  */
-import {
-  chmodSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-
-/** `$XDG_RUNTIME_DIR/shardport`, else `<tmp>/shardport-<uid>`; created 0700, refused if not ours. */
-export function runtimeDir(): string {
-  const uid = process.getuid?.();
-  const dir = process.env.XDG_RUNTIME_DIR
-    ? join(process.env.XDG_RUNTIME_DIR, "shardport")
-    : join(tmpdir(), `shardport-${uid ?? "user"}`);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const stat = statSync(dir);
-  if ((uid !== undefined && stat.uid !== uid) || (stat.mode & 0o077) !== 0) {
-    throw new Error(`${dir} must belong to you with mode 0700: remove it and start again`);
-  }
-  return dir;
-}
+import { runtimeDir } from "./runtime-dir.ts";
 
 export const pidFilePath = (host: string, port: number) =>
   join(runtimeDir(), `${host.replace(/[^\w.-]/g, "_")}-${port}.pid`);

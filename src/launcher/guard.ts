@@ -19,7 +19,7 @@ import { SHARD_ENV } from "../protocol.ts";
 import type { Runtime } from "../types.ts";
 import { EXIT, LaunchError } from "./cli.ts";
 import type { Config } from "./config.ts";
-import { controlSockets, queryLauncher, runtimeDir } from "./control.ts";
+import { controlSockets, queryLauncher } from "./control.ts";
 import type { ReadText } from "./cpus.ts";
 import {
   type Address,
@@ -32,6 +32,7 @@ import {
   tcpListeners,
 } from "./port-holder.ts";
 import { commandLine, findRunner, parentOf, statFields } from "./runner.ts";
+import { runtimeDir } from "./runtime-dir.ts";
 import { Takeover } from "./takeover.ts";
 
 /**
