@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { freshPort, get, RUNTIMES, start } from "./helpers.ts";
+import { eventually, freshPort, get, RUNTIMES, start } from "./helpers.ts";
 import { shardSuite } from "./suite.ts";
 
 shardSuite(RUNTIMES.node);
@@ -32,6 +32,48 @@ describe("node compile cache", () => {
         process.kill(second.launcherPid, "SIGTERM");
       }
       assert.equal(await second.exited, 0);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("control files", () => {
+  test("a launcher removes the control socket and pid file a SIGKILLed launcher left once they are a minute old; newer files and its own stay", async () => {
+    const home = mkdtempSync(join(tmpdir(), "shardport-control-files-"));
+    const dir = join(home, "shardport");
+    const env = { XDG_RUNTIME_DIR: home };
+    try {
+      const killedPort = freshPort();
+      const killed = await start(RUNTIMES.node, ["--shards", "1", "--port", String(killedPort)], env);
+      process.kill(killed.launcherPid, "SIGKILL");
+      await killed.exited;
+      const left = [`127.0.0.1-${killedPort}.sock`, `127.0.0.1-${killedPort}.pid`].map((name) =>
+        join(dir, name),
+      );
+      assert.ok(
+        left.every((path) => existsSync(path)),
+        "a SIGKILLed launcher leaves both",
+      );
+      const twoMinutesAgo = new Date(Date.now() - 120_000);
+      for (const path of left) utimesSync(path, twoMinutesAgo, twoMinutesAgo);
+      // Refuses connections too, but was just made (a launcher making its socket): it stays.
+      const recent = join(dir, "127.0.0.1-1.sock");
+      writeFileSync(recent, "");
+      const port = freshPort();
+      const next = await start(RUNTIMES.node, ["--shards", "1", "--port", String(port)], env);
+      try {
+        assert.ok(
+          await eventually(() => left.every((path) => !existsSync(path)), 10_000),
+          "the old pair goes",
+        );
+        assert.ok(existsSync(recent), "a file just made stays");
+        assert.ok(existsSync(join(dir, `127.0.0.1-${port}.sock`)), "its own socket stays");
+        assert.ok(existsSync(join(dir, `127.0.0.1-${port}.pid`)), "its own pid file stays");
+      } finally {
+        process.kill(next.launcherPid, "SIGTERM");
+      }
+      assert.equal(await next.exited, 0);
     } finally {
       rmSync(home, { recursive: true, force: true });
     }

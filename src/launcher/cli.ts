@@ -15,6 +15,7 @@ import {
   LauncherLiveError,
   queryLauncher,
   serveControl,
+  sweepStaleControlFiles,
   writePidFile,
 } from "./control.ts";
 import { type EarlyShard, endEarly } from "./early.ts";
@@ -448,6 +449,8 @@ export async function launch(
     }
   }
   if (signals.stopping) return stopping();
+  // What launchers killed by SIGKILL left beside its control socket, a while after the start.
+  setTimeout(() => void sweepStaleControlFiles().catch(() => {}), 2000).unref();
   event(
     "start",
     `listening on ${urlOf(config)} with ${config.shards} shards (${runtime.name} ${runtime.version}, launcher pid ${process.pid}${config.mode === "threads" ? ", threads" : ""})`,

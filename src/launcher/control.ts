@@ -5,9 +5,19 @@
  * scripts that send signals themselves.
  * @module
  */
-import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
+import { exists } from "./runner.ts";
 import { runtimeDir } from "./runtime-dir.ts";
 
 export const pidFilePath = (host: string, port: number) =>
@@ -30,6 +40,46 @@ export function writePidFile(host: string, port: number): () => void {
  */
 export const socketPath = (host: string, port: number, next = false) =>
   pidFilePath(host, port).replace(/\.pid$/, next ? ".next.sock" : ".sock");
+
+/** A control file at least this old with no launcher behind it is a SIGKILLed launcher's. */
+const STALE_AFTER_MS = 60_000;
+
+/**
+ * Removes what launchers killed by SIGKILL left in runtimeDir() (they had no time to): a control
+ * socket that refuses connections (no launcher listens there), then a pid file whose socket is
+ * gone and whose process too; each a minute old at least (a launcher listens on its socket as it
+ * makes it, and writes its pid file right after). Else every SIGKILL leaves two files for good
+ * (a machine that ran the fault tests for a day had 1,350).
+ */
+export async function sweepStaleControlFiles(): Promise<void> {
+  const dir = runtimeDir();
+  const old = (name: string) => {
+    try {
+      return Date.now() - statSync(join(dir, name)).mtimeMs > STALE_AFTER_MS;
+    } catch {
+      return false;
+    }
+  };
+  const names = readdirSync(dir).filter(old);
+  for (const name of names.filter((each) => each.endsWith(".sock")))
+    if (await refuses(join(dir, name))) rmSync(join(dir, name), { force: true });
+  for (const name of names.filter((each) => each.endsWith(".pid"))) {
+    const path = join(dir, name);
+    if (existsSync(path.replace(/\.pid$/, ".sock"))) continue;
+    const pid = Number(readFileSync(path, "utf8").trim());
+    if (!Number.isInteger(pid) || pid <= 0 || !exists(pid)) rmSync(path, { force: true });
+  }
+}
+
+/** True if nothing listens on the Unix socket `path` (the connection is refused). */
+const refuses = (path: string) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect(path, () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code === "ECONNREFUSED"));
+  });
 
 /** Every control socket file in runtimeDir(), taking-over ones included. */
 export function controlSockets(): string[] {
