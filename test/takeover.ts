@@ -178,6 +178,12 @@ export function takeoverSuite(rt: RuntimeUnderTest): void {
  * node → bun (threads, 3 shards, a canary that passes) → deno (--http node) → node, under
  * fresh-connection load: 0 lost, each old launcher exits 0, only the last one's pids answer.
  */
+/** The time of the first JSON log line in `output` that matches `pattern` (ms since the epoch). */
+function logTime(output: string, pattern: RegExp): number {
+  const line = output.split("\n").find((each) => each.startsWith("{") && pattern.test(each));
+  return line ? Date.parse(JSON.parse(line).time) : Number.NaN;
+}
+
 export function takeoverChain(): void {
   describe("takeover chain", { skip }, () => {
     after(killLeftovers);
@@ -206,6 +212,12 @@ export function takeoverChain(): void {
           assert.match(current.output(), /canary passed: 5xx 0\.0 % vs 0\.0 %, p99 /);
         assert.equal(await before.exited, 0, before.output());
         await current.waitFor(new RegExp(`takeover done: launcher pid ${before.launcherPid} has exited`));
+        // Said once the old launcher has gone, not before (Deno's launcher once read no /proc file
+        // of another process and took the old launcher for gone at once).
+        assert.ok(
+          logTime(current.output(), /takeover done/) >= logTime(before.output(), /"message":"stopped"/),
+          `takeover done before the old launcher stopped:\n${current.output()}\n${before.output()}`,
+        );
       }
       await flowing(traffic);
       const stats = await traffic.stop();

@@ -46,7 +46,7 @@ export async function guard(
   probedFree = false,
 ): Promise<Takeover | undefined> {
   const old = await guardPort(runtime, config, readText, probedFree);
-  return old && new Takeover(old, config);
+  return old && new Takeover(old, config, readText);
 }
 
 /** The launcher a takeover replaces. */

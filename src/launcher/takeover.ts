@@ -18,6 +18,7 @@ import { log } from "../log.ts";
 import { EXIT, LaunchError } from "./cli.ts";
 import type { Config } from "./config.ts";
 import { type ControlSocket, queryLauncher, writePidFile } from "./control.ts";
+import type { ReadText } from "./cpus.ts";
 import { event } from "./events.ts";
 import type { OldLauncher } from "./guard.ts";
 import { statFields } from "./runner.ts";
@@ -26,17 +27,21 @@ import type { Supervisor } from "./supervisor.ts";
 /**
  * Whether `pid` still runs the process that had `start` (its start time in clock ticks since
  * boot, field 22 of /proc/PID/stat): false once it has exited, even as a zombie its parent never
- * reaps, or once the pid names another process.
+ * reaps, or once the pid names another process. `readText`: the runtime's way to read /proc
+ * (Deno reads another process's files only with -A: its launcher asks `cat`); a file it cannot
+ * read means the process has gone.
  */
-export function runs(pid: number, start: string | undefined): boolean {
-  const stat = procStat(pid);
+export function runs(pid: number, start: string | undefined, readText: ReadText = readFs): boolean {
+  const stat = procStat(pid, readText);
   if (stat === undefined) return false;
   return stat.state !== "Z" && stat.state !== "X" && (start === undefined || stat.start === start);
 }
 
-function procStat(pid: number): { state: string; start: string } | undefined {
-  const fields = statFields(pid, (path) => readFileSync(path, "utf8"));
-  return fields && { state: fields[0], start: fields[19] };
+const readFs: ReadText = (path) => readFileSync(path, "utf8");
+
+function procStat(pid: number, readText: ReadText): { state: string; start: string } | undefined {
+  const fields = statFields(pid, readText);
+  return fields?.[19] === undefined ? undefined : { state: fields[0], start: fields[19] };
 }
 
 /** What `status` shows while a takeover runs. */
@@ -59,11 +64,15 @@ export class Takeover {
   /** The old launcher's start time (/proc), so that a reused pid is not taken for it. */
   private readonly oldStart?: string;
 
-  constructor(old: OldLauncher, config: Config) {
+  /** How this launcher's runtime reads /proc (see runs()). */
+  private readonly readText: ReadText;
+
+  constructor(old: OldLauncher, config: Config, readText: ReadText = readFs) {
     this.old = old;
     this.config = config;
+    this.readText = readText;
     this.state = { from: old.pid, step: "starting" };
-    this.oldStart = procStat(old.pid)?.start;
+    this.oldStart = procStat(old.pid, readText)?.start;
     const what = old.runtime ? ` (${old.runtime}, ${old.shards} shards in ${old.mode} mode)` : "";
     event("takeover", `takeover: starting ${config.shards} shards beside launcher pid ${old.pid}${what}`);
   }
@@ -143,13 +152,13 @@ export class Takeover {
         await queryLauncher("", 0, "stop", { path: old.socket, timeoutMs: 5000 });
         return;
       } catch (error) {
-        if (!runs(old.pid, this.oldStart)) return;
+        if (!runs(old.pid, this.oldStart, this.readText)) return;
         log.warn(
           `launcher pid ${old.pid} did not take \`stop\` (${(error as Error).message}): sending SIGTERM`,
         );
       }
     }
-    if (!runs(old.pid, this.oldStart)) return;
+    if (!runs(old.pid, this.oldStart, this.readText)) return;
     try {
       process.kill(old.pid, "SIGTERM");
     } catch {}
@@ -164,7 +173,7 @@ export class Takeover {
     const { old, config } = this;
     const warnAt = Date.now() + config.drainTimeoutMs + 5000;
     let warned = false;
-    while (runs(old.pid, this.oldStart)) {
+    while (runs(old.pid, this.oldStart, this.readText)) {
       if (!warned && Date.now() > warnAt) {
         warned = true;
         log.warn(
