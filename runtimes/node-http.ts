@@ -1,17 +1,17 @@
 /**
- * node:http through @hono/node-server's `createAdaptorServer` + `listen({ reusePort: true })`:
+ * node:http through @hono/node-server's request listener + `listen({ reusePort: true })`:
  * Node's server, and Deno's `--http node`. Closing it stops accepting first and then lets every
  * accepted connection deliver and finish its request, which is what makes drains lossless.
  * @module
  */
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createSecureServer, type Http2Session } from "node:http2";
 import type { Socket } from "node:net";
-import { createAdaptorServer } from "@hono/node-server";
+import { getRequestListener } from "@hono/node-server";
 import { ListenError, type Listener, type ListenOptions, type ListenTls } from "../src/types.ts";
 
 export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions): Promise<Listener> {
-  const server = tls ? secureServer(fetch, tls) : (createAdaptorServer({ fetch }) as Server);
+  const server = tls ? secureServer(fetch, tls) : createServer(adaptor(fetch));
   // Each HTTP/1.1 connection's latest response: once draining, a response not finished yet must
   // close its connection after it is sent, or a keep-alive client holds the shard until Node's
   // keep-alive timeout (5 s). Per request this costs one Map.set; the listener is per connection.
@@ -29,7 +29,7 @@ export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions):
     connections++;
     socket.once("close", () => latest.delete(socket));
   });
-  // Before the adaptor's own listener (added by createAdaptorServer), so it runs first.
+  // Before the adaptor's own listener (given to the server at its creation), so it runs first.
   server.prependListener("request", (req: IncomingMessage, res: ServerResponse) => {
     if (req.httpVersionMajor >= 2) return;
     if (draining) closeAfter(res);
@@ -87,6 +87,23 @@ function h2Sessions(server: Server) {
 
 const tlsSockets = new WeakMap<Server, Set<Socket>>();
 
+/** @hono/node-server's request listener (what its createAdaptorServer gives node:http) for `fetch`. */
+const adaptor = (fetch: ListenOptions["fetch"]) => getRequestListener(fetch, { errorHandler: fetchFailed });
+
+/**
+ * What the adaptor answers when the app's fetch throws or rejects: as it does by itself (a bare
+ * 500, 504 for a timeout, 400 for a request it could not make), but the error said on the shard's
+ * stderr first, as Bun's and Deno's own servers do; without this a plain `{ fetch }` that throws
+ * left no trace at all (a Hono app logs its errors itself). Called only on an error.
+ */
+function fetchFailed(error: unknown): Response {
+  if ((error as Error | undefined)?.name === "RequestError") return new Response(null, { status: 400 });
+  console.error(error);
+  const timeout =
+    error instanceof Error && (error.name === "TimeoutError" || error.constructor.name === "TimeoutError");
+  return new Response(null, { status: timeout ? 504 : 500 });
+}
+
 /**
  * HTTPS: node:http2's secure server with HTTP/1.1 allowed, so ALPN offers h2 and http/1.1. Its
  * close() closes idle HTTP/1.1 connections; its HTTP/2 sessions are h2Sessions' to close.
@@ -94,19 +111,19 @@ const tlsSockets = new WeakMap<Server, Set<Socket>>();
  */
 function secureServer(fetch: ListenOptions["fetch"], { cert, key, ...tls }: ListenTls): Server {
   const ticketKeys = tls.ticketKeys === undefined ? undefined : Buffer.from(tls.ticketKeys, "base64");
-  const server = createAdaptorServer({
-    fetch,
-    createServer: createSecureServer,
-    serverOptions: { allowHTTP1: true, cert, key, ticketKeys },
-  });
+  // Seen as node:http's Server where both have the same calls (listen, close, connections).
+  const server = createSecureServer(
+    { allowHTTP1: true, cert, key, ticketKeys },
+    adaptor(fetch),
+  ) as unknown as Server;
   // A secure server has no closeAllConnections(): the drain timeout's cut destroys its sockets.
   const sockets = new Set<Socket>();
   server.on("secureConnection", (socket: Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   });
-  tlsSockets.set(server as Server, sockets);
-  return server as Server;
+  tlsSockets.set(server, sockets);
+  return server;
 }
 
 function cutTlsSockets(server: Server): void {

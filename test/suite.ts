@@ -206,6 +206,8 @@ export function shardSuite(rt: RuntimeUnderTest): void {
           const failed = await get(`${app.url}/throw`);
           assert.equal(failed.status, 500);
           assert.doesNotMatch(failed.body, /app's bug|<html|fetch-object/i, failed.body);
+          // ... and the error in the shard's log, where someone can look for it.
+          await app.waitFor(/an app's bug, not for the client's eyes/, 5000);
           assert.equal((await get(`${app.url}/y`)).status, 200);
         }
         process.kill(app.launcherPid, "SIGTERM");
