@@ -33,7 +33,7 @@ import {
   type ShardStatus,
   Supervisor,
 } from "./supervisor.ts";
-import type { TakeoverStatus } from "./takeover.ts";
+import type { Takeover, TakeoverStatus } from "./takeover.ts";
 
 /**
  * Documented exit codes (README, Options). `failed` is also a stop that had to kill a shard that
@@ -251,9 +251,11 @@ export async function launch(
   let watching: { close(): Promise<void> } | undefined;
   let recycling: { stop(): void } | undefined;
   let stopped: Promise<boolean> | undefined;
+  let takeover: Takeover | undefined;
   /** Drains every shard, starting ones too; true if none had to be killed. */
   const stop = () =>
     (stopped ??= (async () => {
+      takeover?.stopping();
       void watching?.close();
       recycling?.stop();
       event(
@@ -278,7 +280,7 @@ export async function launch(
   closers.push(stopWithRunner(readProcFile(runtime), () => signals.receive("SIGTERM")));
   // Before the control socket and any shard: who else holds the port (src/launcher/guard.ts).
   // Early shards (src/launcher/early.ts) mean that their bind probe found the port free.
-  const takeover = await guard(runtime, config, readProcFile(runtime), early.length > 0);
+  takeover = await guard(runtime, config, readProcFile(runtime), early.length > 0);
   const header = () => ({
     url: urlOf(config),
     runtime: `${runtime.name} ${runtime.version}`,

@@ -131,12 +131,21 @@ export class Takeover {
 
   /** This launcher is stopping before the hand-over: the old one is left alone, serving. */
   private abandon(): false {
-    event(
-      "takeover",
-      `takeover abandoned: this launcher is stopping; launcher pid ${this.old.pid} serves on`,
-    );
+    if (this.state && this.state.step !== "handing over")
+      event(
+        "takeover",
+        `takeover abandoned: this launcher is stopping; launcher pid ${this.old.pid} serves on`,
+      );
     this.state = undefined;
     return false;
+  }
+
+  /**
+   * Said as this launcher's stop begins, if that is before the hand-over: its shards may have
+   * drained and the process exited before complete() resumes (a canary still running).
+   */
+  stopping(): void {
+    if (this.state?.step === "starting" || this.state?.step === "canary") this.abandon();
   }
 
   removePidFile(): void {
