@@ -30,19 +30,42 @@ const RESULTS = join(ROOT, "bench", "results");
 const BIN = [join(ROOT, "node_modules", ".bin"), join(ROOT, "tools", "node_modules", ".bin")];
 const ENV = { ...process.env, PATH: [...BIN, process.env.PATH].join(delimiter), NO_COLOR: "1" };
 
-const { values: opts } = parseArgs({
-  options: {
-    quick: { type: "boolean", default: false },
-    repeats: { type: "string" },
-    duration: { type: "string" },
-    connections: { type: "string", default: "64" },
-    only: { type: "string" },
-    shards: { type: "string" },
-    stem: { type: "string" },
-    /** The first of the 900 ports the configurations take in turn. */
-    "port-base": { type: "string", default: "24000" },
-  },
-});
+const USAGE = `Usage: npm run bench -- [options]
+  --quick               1 repeat of 1 s per configuration (else --repeats 3, --duration 2)
+  --repeats N           rounds of every configuration, alternated
+  --duration S          seconds of load per measurement
+  --connections N       wrk's connections (default 64)
+  --only TEXT           only the configurations whose name contains TEXT
+  --shards N            only N shards (else 1, 2, 4, ... up to the server CPUs)
+  --stem NAME           writes bench/results/NAME.{md,json,svg} (default latest)
+  --port-base N         the first of the 900 ports it takes in turn (default 24000)`;
+
+const OPTIONS = {
+  help: { type: "boolean", short: "h", default: false },
+  quick: { type: "boolean", default: false },
+  repeats: { type: "string" },
+  duration: { type: "string" },
+  connections: { type: "string", default: "64" },
+  only: { type: "string" },
+  shards: { type: "string" },
+  stem: { type: "string" },
+  /** The first of the 900 ports the configurations take in turn. */
+  "port-base": { type: "string", default: "24000" },
+} as const;
+
+// A bad flag: one line and the usage (exit 2); --help: the usage (exit 0).
+let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
+try {
+  parsed = parseArgs({ options: OPTIONS });
+} catch (error) {
+  console.error(`bench: ${(error as Error).message.split("\n")[0]}\n${USAGE}`);
+  process.exit(2);
+}
+if (parsed.values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const opts = parsed.values;
 const quick = opts.quick ?? false;
 const repeats = Number(opts.repeats ?? (quick ? 1 : 3));
 const durationS = Number(opts.duration ?? (quick ? 1 : 2));
