@@ -10,6 +10,7 @@ import https from "node:https";
 import net from "node:net";
 import { constants } from "node:os";
 import { delimiter, dirname, join } from "node:path";
+import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 import { tcpListeners } from "../src/launcher/port-holder.ts";
 
@@ -100,6 +101,10 @@ export function killLeftovers(): void {
   }
   running.clear();
 }
+
+// In every test file: what a failed test left running is killed once the file's tests are done,
+// else its processes would keep the file, and the whole run, from ending.
+after(killLeftovers);
 
 export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, string> = {}): Run {
   const [command, ...rest] = rt.command(args);
