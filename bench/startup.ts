@@ -9,7 +9,7 @@
  * @module
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
@@ -44,6 +44,9 @@ interface StartConfig {
 }
 
 const shardport = SHARDPORT;
+/** The bare process's compile cache: a folder of this run's own (mode 0700), removed at its end. */
+let benchCache: string | undefined;
+const compileCache = () => (benchCache ??= mkdtempSync(join(tmpdir(), "shardport-bench-compile-cache-")));
 /**
  * The app every configuration serves, shardport included: like with like. (Left to its default,
  * `node dist/node.js` would serve dist/app.js, bundled JavaScript, while the peers' Node strips
@@ -72,7 +75,7 @@ function configs(): StartConfig[] {
         restarts: false,
         command: (port) => ({
           argv: plain.node,
-          env: { PORT: String(port), NODE_COMPILE_CACHE: join(tmpdir(), "shardport-bench-compile-cache") },
+          env: { PORT: String(port), NODE_COMPILE_CACHE: compileCache() },
         }),
       });
     for (const shards of [2, 8]) {
@@ -317,3 +320,4 @@ async function main() {
 }
 
 await main();
+if (benchCache) rmSync(benchCache, { recursive: true, force: true });

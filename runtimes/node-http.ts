@@ -7,7 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createSecureServer, type Http2Session } from "node:http2";
 import type { Socket } from "node:net";
-import { getRequestListener } from "@hono/node-server";
+import { getRequestListener, RequestError } from "@hono/node-server";
 import { ListenError, type Listener, type ListenOptions, type ListenTls } from "../src/types.ts";
 
 export async function listenNodeHttp({ port, host, fetch, tls }: ListenOptions): Promise<Listener> {
@@ -97,7 +97,7 @@ const adaptor = (fetch: ListenOptions["fetch"]) => getRequestListener(fetch, { e
  * left no trace at all (a Hono app logs its errors itself). Called only on an error.
  */
 function fetchFailed(error: unknown): Response {
-  if ((error as Error | undefined)?.name === "RequestError") return new Response(null, { status: 400 });
+  if (error instanceof RequestError) return new Response(null, { status: 400 });
   console.error(error);
   const timeout =
     error instanceof Error && (error.name === "TimeoutError" || error.constructor.name === "TimeoutError");

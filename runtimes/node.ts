@@ -1,6 +1,6 @@
 /**
- * Node: @hono/node-server's `createAdaptorServer`, then `listen({ reusePort: true })` (its
- * `serve()` cannot pass reusePort). Node < 22.12 (and 23.0) ignores the option, so there the
+ * Node: node:http with @hono/node-server's request listener (runtimes/node-http.ts), then
+ * `listen({ reusePort: true })` (its `serve()` cannot pass reusePort). Node < 22.12 (and 23.0) ignores the option, so there the
  * shards fall back to node:cluster. Bundled to dist/node.js, the entry of `node dist/node.js`.
  * @module
  */
@@ -9,9 +9,9 @@ import { realpathSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Launched, StartOptions } from "../src/launcher/cli.ts";
-import { runtimeDir } from "../src/launcher/runtime-dir.ts";
 import { demoAppBeside, isShardThread, main } from "../src/main.ts";
 import { SHARD_ENV, SHARD_STDIO } from "../src/protocol.ts";
+import { runtimeDir } from "../src/runtime-dir.ts";
 import type { Runtime } from "../src/types.ts";
 
 const entry = fileURLToPath(import.meta.url);
@@ -78,23 +78,23 @@ export const start = async (options?: StartOptions): Promise<Launched> =>
   (await import("../src/launcher/cli.ts")).start(node, defaultApp, options);
 
 /**
- * Node's compile cache (Node 22.1+): the V8 code cache and stripped TypeScript of each module a
+ * Node's compile cache (Node 22.8+): the V8 code cache and stripped TypeScript of each module a
  * process compiles, kept on disk, so that the next process to load the same unchanged module
  * skips compiling it. A Node shard spends most of its start compiling the app and its
  * dependencies (here: 150 -> 85 ms to import the demo app and @hono/node-server). For the
  * launcher of the command line and, through the environment they inherit, its shards (processes
- * and threads), in the launcher's private folder (src/launcher/runtime-dir.ts), unless
+ * and threads), in the launcher's private folder (src/runtime-dir.ts), unless
  * NODE_COMPILE_CACHE already names a folder or NODE_DISABLE_COMPILE_CACHE is set.
  */
 function useCompileCache(): void {
   const { enableCompileCache } = process.getBuiltinModule("node:module");
   if (!enableCompileCache || process.env.NODE_DISABLE_COMPILE_CACHE) return;
   try {
-    process.env.NODE_COMPILE_CACHE ??= join(runtimeDir(), "node-compile-cache");
+    process.env.NODE_COMPILE_CACHE ||= join(runtimeDir(), "node-compile-cache");
   } catch {
     return; // no private folder: the launcher says so when it makes its control socket
   }
-  enableCompileCache();
+  enableCompileCache(process.env.NODE_COMPILE_CACHE);
 }
 
 /** The command line: a shard or the launcher. The package's `shardport` bin calls it on Node. */

@@ -247,6 +247,12 @@ describe("takeover: is the old launcher still running?", () => {
     assert.equal(runs(process.pid, start), true);
     assert.equal(runs(process.pid, undefined), true);
     assert.equal(runs(process.pid, String(Number(start) + 1)), false, "the pid names another process");
+    // Deno's reader (`cat`) gives nothing for a file it cannot read: the process has gone.
+    assert.equal(
+      runs(process.pid, start, () => ""),
+      false,
+      "an empty /proc file",
+    );
     // A child that has exited and is not yet reaped: spawnSync is not used, so the event loop
     // reaps it only when it next runs; the check below runs before that.
     const child = spawn("sh", ["-c", "exit 0"], { stdio: "ignore" });

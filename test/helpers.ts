@@ -103,8 +103,9 @@ export function killLeftovers(): void {
 }
 
 // In every test file: what a failed test left running is killed once the file's tests are done,
-// else its processes would keep the file, and the whole run, from ending.
-after(killLeftovers);
+// else its processes would keep the file, and the whole run, from ending. Only under the test
+// runner: a script that imports this module (bench/drain-repro.ts) is not a test.
+if (process.env.NODE_TEST_CONTEXT) after(killLeftovers);
 
 export function run(rt: RuntimeUnderTest, args: string[], env: Record<string, string> = {}): Run {
   const [command, ...rest] = rt.command(args);

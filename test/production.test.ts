@@ -19,8 +19,8 @@ import { after, describe, test } from "node:test";
 import { Hono } from "hono";
 import { parseAllDocuments } from "yaml";
 import { pidFilePath, socketPath } from "../src/launcher/control.ts";
-import { runtimeDir } from "../src/launcher/runtime-dir.ts";
 import type { ShardSpec } from "../src/protocol.ts";
+import { runtimeDir } from "../src/runtime-dir.ts";
 import { health, healthRoutes, isDraining, markDraining } from "../src/shard/health.ts";
 import { setCurrentShard } from "../src/shard/info.ts";
 import {

@@ -177,16 +177,16 @@ export function takeoverSuite(rt: RuntimeUnderTest): void {
   });
 }
 
-/**
- * node → bun (threads, 3 shards, a canary that passes) → deno (--http node) → node, under
- * fresh-connection load: 0 lost, each old launcher exits 0, only the last one's pids answer.
- */
 /** The time of the first JSON log line in `output` that matches `pattern` (ms since the epoch). */
 function logTime(output: string, pattern: RegExp): number {
   const line = output.split("\n").find((each) => each.startsWith("{") && pattern.test(each));
   return line ? Date.parse(JSON.parse(line).time) : Number.NaN;
 }
 
+/**
+ * node → bun (threads, 3 shards, a canary that passes) → deno (--http node) → node, under
+ * fresh-connection load: 0 lost, each old launcher exits 0, only the last one's pids answer.
+ */
 export function takeoverChain(): void {
   describe("takeover chain", { skip }, () => {
     after(killLeftovers);

@@ -17,8 +17,8 @@ import {
 } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
+import { runtimeDir } from "../runtime-dir.ts";
 import { exists } from "./runner.ts";
-import { runtimeDir } from "./runtime-dir.ts";
 
 export const pidFilePath = (host: string, port: number) =>
   join(runtimeDir(), `${host.replace(/[^\w.-]/g, "_")}-${port}.pid`);
@@ -61,13 +61,31 @@ export async function sweepStaleControlFiles(): Promise<void> {
     }
   };
   const names = readdirSync(dir).filter(old);
-  for (const name of names.filter((each) => each.endsWith(".sock")))
-    if (await refuses(join(dir, name))) rmSync(join(dir, name), { force: true });
+  for (const name of names.filter((each) => each.endsWith(".sock"))) {
+    const path = join(dir, name);
+    // The same file after the asking: a launcher starting meanwhile may have replaced it.
+    const asked = fileIdentity(path);
+    if ((await refuses(path)) && asked !== undefined && fileIdentity(path) === asked)
+      rmSync(path, { force: true });
+  }
   for (const name of names.filter((each) => each.endsWith(".pid"))) {
     const path = join(dir, name);
     if (existsSync(path.replace(/\.pid$/, ".sock"))) continue;
     const pid = Number(readFileSync(path, "utf8").trim());
     if (!Number.isInteger(pid) || pid <= 0 || !exists(pid)) rmSync(path, { force: true });
+  }
+}
+
+/**
+ * Which file `path` is, or undefined once it is gone: device, inode and change time (a file system
+ * may give a new file the inode number of a removed one).
+ */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const stat = statSync(path);
+    return `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
+  } catch {
+    return undefined;
   }
 }
 
@@ -141,15 +159,7 @@ export async function serveControl(
         resolve();
       });
     });
-  // Which file is which: a file system may give a new file the inode number of a removed one.
-  const identity = () => {
-    try {
-      const stat = statSync(path);
-      return `${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
-    } catch {
-      return undefined; // gone
-    }
-  };
+  const identity = () => fileIdentity(path);
   const inUse = (error: unknown) => (error as NodeJS.ErrnoException).code === "EADDRINUSE";
   try {
     await listen();

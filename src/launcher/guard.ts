@@ -16,6 +16,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, isAbsolute, join, relative } from "node:path";
 import { log } from "../log.ts";
 import { SHARD_ENV } from "../protocol.ts";
+import { runtimeDir } from "../runtime-dir.ts";
 import type { Runtime } from "../types.ts";
 import { EXIT, LaunchError } from "./cli.ts";
 import type { Config } from "./config.ts";
@@ -32,7 +33,6 @@ import {
   tcpListeners,
 } from "./port-holder.ts";
 import { commandLine, findRunner, parentOf, statFields } from "./runner.ts";
-import { runtimeDir } from "./runtime-dir.ts";
 import { Takeover } from "./takeover.ts";
 
 /**

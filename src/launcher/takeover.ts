@@ -131,7 +131,7 @@ export class Takeover {
 
   /** This launcher is stopping before the hand-over: the old one is left alone, serving. */
   private abandon(): false {
-    if (this.state && this.state.step !== "handing over")
+    if (this.state)
       event(
         "takeover",
         `takeover abandoned: this launcher is stopping; launcher pid ${this.old.pid} serves on`,
@@ -189,7 +189,8 @@ export class Takeover {
           `launcher pid ${old.pid} is still there after ${config.drainTimeoutMs + 5000} ms: look at it`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Each look is a /proc read (on Deno a `cat`, run synchronously): four a second.
+      await new Promise((resolve) => setTimeout(resolve, 250));
     }
     event("takeover", `takeover done: launcher pid ${old.pid} has exited`);
   }

@@ -1,7 +1,8 @@
 /**
  * The launcher's private folder: its pid files and control sockets (src/launcher/control.ts),
- * and on Node the shards' compile cache (runtimes/node.ts). Its own module so that the Node
- * launcher can ask for it before its first shards, without control.ts's node:net.
+ * and on Node the shards' compile cache (runtimes/node.ts, the entry a Node shard loads too, so
+ * this module is not in src/launcher/). Its own module so that the Node launcher can ask for it
+ * before its first shards, without control.ts's node:net.
  * @module
  */
 import { mkdirSync, statSync } from "node:fs";
