@@ -1,7 +1,8 @@
 /**
  * Node: node:http with @hono/node-server's request listener (runtimes/node-http.ts), then
- * `listen({ reusePort: true })` (its `serve()` cannot pass reusePort). Node < 22.12 (and 23.0) ignores the option, so there the
- * shards fall back to node:cluster. Bundled to dist/node.js, the entry of `node dist/node.js`.
+ * `listen({ reusePort: true })` (its `serve()` cannot pass reusePort). Node < 22.12 (and 23.0)
+ * ignores the option, so there the shards fall back to node:cluster. Bundled to dist/node.js,
+ * the entry of `node dist/node.js`.
  * @module
  */
 import { spawn } from "node:child_process";

@@ -71,7 +71,12 @@ export async function sweepStaleControlFiles(): Promise<void> {
   for (const name of names.filter((each) => each.endsWith(".pid"))) {
     const path = join(dir, name);
     if (existsSync(path.replace(/\.pid$/, ".sock"))) continue;
-    const pid = Number(readFileSync(path, "utf8").trim());
+    let pid: number;
+    try {
+      pid = Number(readFileSync(path, "utf8").trim());
+    } catch {
+      continue; // gone meanwhile
+    }
     if (!Number.isInteger(pid) || pid <= 0 || !exists(pid)) rmSync(path, { force: true });
   }
 }
