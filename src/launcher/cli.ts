@@ -3,7 +3,7 @@
  * and handle signals. Loaded only where no shard runs (src/main.ts decides).
  * @module
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadLog, log, say } from "../log.ts";
@@ -18,6 +18,7 @@ import {
   sweepStaleControlFiles,
   writePidFile,
 } from "./control.ts";
+import { type ReadText, readFs } from "./cpus.ts";
 import { type EarlyShard, endEarly } from "./early.ts";
 import { event, recentEvents } from "./events.ts";
 import { guard, joinedDuringStart } from "./guard.ts";
@@ -65,8 +66,7 @@ async function exitAfterLog(code: number): Promise<never> {
 export const urlOf = (config: Pick<Config, "host" | "port" | "tls">) =>
   `${config.tls ? "https" : "http"}://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
 
-const readProcFile = (runtime: Runtime) => (path: string) =>
-  runtime.readProc ? runtime.readProc(path) : readFileSync(path, "utf8");
+const readProcFile = (runtime: Runtime): ReadText => runtime.readProc ?? readFs;
 
 /** The app module must be a file; whether it imports is for the shards to find out. */
 function checkAppFile(path: string): void {

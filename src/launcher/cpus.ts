@@ -10,7 +10,8 @@ import type { Proc } from "../types.ts";
 /** Reads a file as text; a runtime whose fs guards /proc and /sys (Deno) passes its own. */
 export type ReadText = (path: string) => string;
 
-const readFs: ReadText = (path) => process.getBuiltinModule("node:fs").readFileSync(path, "utf8");
+/** A file's text through node:fs: ReadText where the runtime reads /proc and /sys itself. */
+export const readFs: ReadText = (path) => process.getBuiltinModule("node:fs").readFileSync(path, "utf8");
 
 /** CPUs allowed by the tightest quota on this process's cgroup path, or undefined if none. */
 export function cgroupCpuLimit(readText: ReadText = readFs, proc: Proc = nodeProc): number | undefined {

@@ -4,9 +4,9 @@
  * rules the kernel enforces.
  * @module
  */
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readlinkSync } from "node:fs";
 import { isIP } from "node:net";
-import type { ReadText } from "./cpus.ts";
+import { type ReadText, readFs } from "./cpus.ts";
 
 export interface TcpListener {
   /** Local address as the kernel prints it (`0100007F:1F90` is 127.0.0.1:8080). */
@@ -20,10 +20,7 @@ export interface TcpListener {
 }
 
 /** Every socket listening on `port`, on any address. */
-export function tcpListeners(
-  port: number,
-  readText: ReadText = (path) => readFileSync(path, "utf8"),
-): TcpListener[] {
+export function tcpListeners(port: number, readText: ReadText = readFs): TcpListener[] {
   const found: TcpListener[] = [];
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text = "";

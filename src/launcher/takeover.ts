@@ -13,12 +13,11 @@
  * ones as the old ones close: nothing is lost.
  * @module
  */
-import { readFileSync } from "node:fs";
 import { log } from "../log.ts";
 import { EXIT, LaunchError } from "./cli.ts";
 import type { Config } from "./config.ts";
 import { type ControlSocket, queryLauncher, writePidFile } from "./control.ts";
-import type { ReadText } from "./cpus.ts";
+import { type ReadText, readFs } from "./cpus.ts";
 import { event } from "./events.ts";
 import type { OldLauncher } from "./guard.ts";
 import { statFields } from "./runner.ts";
@@ -36,8 +35,6 @@ export function runs(pid: number, start: string | undefined, readText: ReadText 
   if (stat === undefined) return false;
   return stat.state !== "Z" && stat.state !== "X" && (start === undefined || stat.start === start);
 }
-
-const readFs: ReadText = (path) => readFileSync(path, "utf8");
 
 function procStat(pid: number, readText: ReadText): { state: string; start: string } | undefined {
   const fields = statFields(pid, readText);
